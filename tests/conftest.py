@@ -1,0 +1,30 @@
+"""Shared fixtures: a fresh workspace per test, with one token cache for the whole session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from scalelab.workspace import Workspace
+
+# Tests run on the CPU with two threads (the CI machine's cores), deterministically.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def token_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of tokenized corpora shared by every test (building stdlib takes seconds)."""
+    return tmp_path_factory.mktemp("token-cache")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, token_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """A fresh workspace (own MLflow and Optuna stores) that shares the session token cache."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("SCALELAB_HOME", str(tmp_path / "ws"))
+    ws = Workspace.resolve(tmp_path / "ws").ensure()
+    ws.cache_dir.rmdir()
+    ws.cache_dir.symlink_to(token_cache, target_is_directory=True)
+    return ws
