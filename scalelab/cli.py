@@ -1,0 +1,197 @@
+"""The ``scalelab`` command line.
+
+Heavy libraries (torch, Lightning, MLflow) are imported inside the commands that need them:
+``import lightning`` alone costs seconds, and ``--help`` or a prediction query should not.
+Bad input ends with one line naming the field and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Train GPTs, sweep them, fit scaling laws and predict the loss of planned models.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        envvar="SCALELAB_HOME",
+        help="Folder for runs, caches and stores [default: ./scalelab-runs].",
+    ),
+]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking URI [default: SQLite store in the workspace].",
+    ),
+]
+
+
+class UsageError(Exception):
+    """Bad user input: reported as one line with exit code 2."""
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _one_line(err: Exception, flags: dict[str, str] | None) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "config"
+        if flags is not None:  # name the option the user typed, not the config field
+            field = flags.get(field, "--" + field.replace("_", "-"))
+        return f"{field}: {first['msg']}"
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+@contextmanager
+def user_input(flags: dict[str, str] | None = None) -> Iterator[None]:
+    """Turn validation errors raised while reading user input into exit code 2.
+
+    ``flags`` maps config fields to command-line options, for commands whose options fill a
+    config; errors then name the option.
+    """
+    try:
+        yield
+    except (ValueError, UsageError) as err:
+        fail(_one_line(err, flags))
+
+
+def _workspace(path: Path | None, tracking_uri: str | None):
+    import os
+
+    from scalelab.workspace import Workspace
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    return Workspace.resolve(path)
+
+
+@app.command(
+    epilog="Example: scalelab train --preset n300k --tokens 2e6 --variant gpt2",
+)
+def train(
+    preset: Annotated[str | None, typer.Option(help="Size preset, e.g. n100k, n1m.")] = None,
+    params: Annotated[
+        float | None, typer.Option(help="Target non-embedding parameters, e.g. 3e5.")
+    ] = None,
+    tokens: Annotated[float, typer.Option(help="Training tokens D, e.g. 2e6.")] = 2e6,
+    variant: Annotated[str, typer.Option(help="gpt1, gpt2 or gpt3.")] = "gpt2",
+    corpus: Annotated[
+        str, typer.Option(help="stdlib, stdlib-notests, python-all, or a path.")
+    ] = "stdlib",
+    tokenizer: Annotated[str, typer.Option(help="byte, or bpeN (e.g. bpe4096).")] = "byte",
+    context: Annotated[int, typer.Option(help="Context length in tokens.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step (all devices).")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
+    warmup: Annotated[float, typer.Option(help="Warm-up as a fraction of steps.")] = 0.05,
+    schedule: Annotated[str, typer.Option(help="cosine or wsd.")] = "cosine",
+    seed: Annotated[int, typer.Option(help="Seed for init and batches.")] = 0,
+    val_every: Annotated[
+        float | None, typer.Option(help="Validate every this many tokens [default: D/10].")
+    ] = None,
+    devices: Annotated[str, typer.Option(help="Lightning devices (int or 'auto').")] = "1",
+    num_nodes: Annotated[int, typer.Option(help="Lightning num_nodes.")] = 1,
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, fsdp...")] = "auto",
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "scalelab",
+    save_checkpoint: Annotated[bool, typer.Option(help="Log the weights to MLflow.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    workspace: WorkspaceOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Train one GPT for an exact token budget and log it to MLflow."""
+    from scalelab.train import TrainConfig, TrainingDiverged
+    from scalelab.train import train as run_training
+
+    with user_input(flags={"n_params_target": "--params", "tokens": "--tokens"}):
+        if preset is None and params is None:
+            raise UsageError("give --preset NAME or --params N (e.g. --params 3e5)")
+        cfg = TrainConfig(
+            preset=preset,
+            n_params_target=params,
+            tokens=int(tokens),
+            variant=variant,
+            corpus=corpus,
+            tokenizer=tokenizer,
+            context=context,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            schedule=schedule,
+            seed=seed,
+            val_every=int(val_every) if val_every else None,
+            devices=int(devices) if devices.isdigit() else devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            accelerator=accelerator,
+            experiment=experiment,
+            save_checkpoint=save_checkpoint,
+        )
+        ws = _workspace(workspace, tracking_uri)
+        # Build the model config and data before Lightning starts, so bad sizes or
+        # corpora fail here with a clear message.
+        from scalelab.data import prepare
+
+        data = prepare(cfg.corpus, cfg.tokenizer, cache_dir=ws.ensure().cache_dir)
+        cfg.model_cfg(data.vocab_size)
+    try:
+        result = run_training(cfg, ws, enable_progress_bar=not json_out)
+    except TrainingDiverged as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    if not result.run_id:  # a non-zero rank of a multi-process run
+        return
+    if json_out:
+        typer.echo(json.dumps(result.__dict__))
+    else:
+        typer.echo(
+            f"final val loss {result.loss:.4f} nats/token ({result.bpb:.4f} bits/byte) | "
+            f"N={result.n_params:,} D={result.tokens:,} C={result.compute:.3g} | "
+            f"{result.wall_time:.1f}s | MLflow run {result.run_id}"
+        )
+
+
+@app.command(epilog="Example: scalelab corpus --corpus stdlib --tokenizer byte")
+def corpus(
+    corpus: Annotated[
+        str, typer.Option(help="stdlib, stdlib-notests, python-all, or a path.")
+    ] = "stdlib",
+    tokenizer: Annotated[str, typer.Option(help="byte, or bpeN (e.g. bpe4096).")] = "byte",
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Build (or reuse) a tokenized corpus and print its hash, sizes and n-gram baselines."""
+    from scalelab.data import prepare
+
+    with user_input():
+        ws = _workspace(workspace, None).ensure()
+        data = prepare(corpus, tokenizer, cache_dir=ws.cache_dir)
+    info = data.describe()
+    if json_out:
+        typer.echo(json.dumps(info, default=str))
+    else:
+        for key, value in info.items():
+            typer.echo(f"{key:>24}: {value}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

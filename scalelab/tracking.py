@@ -1,0 +1,66 @@
+"""MLflow tracking: experiments that keep their artifacts in the workspace, and run loaders.
+
+MLflow is imported inside functions: importing it costs about a second, and prediction queries
+must not pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scalelab.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+
+def client(workspace: Workspace) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=workspace.tracking_uri)
+
+
+def ensure_experiment(name: str, workspace: Workspace) -> str:
+    """Return the id of experiment ``name``, creating it with artifacts in the workspace.
+
+    Without an explicit artifact location MLflow stores artifacts relative to the current
+    directory, which scatters them; the workspace keeps them next to the store.
+    """
+    mlflow_client = client(workspace)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    workspace.ensure()
+    location = None
+    if workspace.tracking_uri.startswith("sqlite:"):
+        location = (workspace.artifacts_dir / name).as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception:
+        # Another worker created it between our lookup and create.
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def log_json_artifact(
+    mlflow_client: MlflowClient, run_id: str, payload: dict[str, Any], name: str
+) -> None:
+    """Log ``payload`` as ``name`` (a JSON file) in the run's artifacts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        mlflow_client.log_artifact(run_id, str(path))
+
+
+def search_runs(experiment: str, workspace: Workspace, filter_string: str = "") -> pd.DataFrame:
+    """All runs of ``experiment`` as a DataFrame (``mlflow.search_runs`` columns)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    return mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string)

@@ -1,0 +1,84 @@
+"""Training: schedules, determinism, MLflow records, divergence handling (real tiny runs)."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pytest
+
+from scalelab.train import TrainConfig, TrainingDiverged, lr_factor, train
+from scalelab.workspace import Workspace
+
+TINY = dict(
+    preset="n10k",
+    corpus="stdlib-notests",
+    context=64,
+    batch_size=8,
+    tokens=64 * 8 * 30,
+    val_tokens=64 * 32,
+    experiment="tests",
+)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_floor() -> None:
+    cfg = TrainConfig(preset="n10k", warmup=0.1, min_lr_ratio=0.1)
+    factors = [lr_factor(step, 100, cfg) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1)
+    assert factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
+    assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_wsd_schedule_is_constant_then_decays_linearly() -> None:
+    cfg = TrainConfig(preset="n10k", warmup=0.0, schedule="wsd", decay_fraction=0.2)
+    factors = [lr_factor(step, 100, cfg) for step in range(100)]
+    assert factors[:80] == [1.0] * 80
+    assert factors[-1] == pytest.approx(0.1)
+    assert factors[80] > factors[90] > factors[99]
+
+
+def test_config_requires_exactly_one_size() -> None:
+    with pytest.raises(ValueError, match="exactly one of preset"):
+        TrainConfig()
+    with pytest.raises(ValueError, match="exactly one of preset"):
+        TrainConfig(preset="n10k", n_params_target=1e5)
+    with pytest.raises(ValueError, match="tokens"):
+        TrainConfig(preset="n10k", tokens=0)
+
+
+def test_training_is_deterministic_and_logged(workspace: Workspace) -> None:
+    first = train(TrainConfig(**TINY), workspace, enable_progress_bar=False)
+    second = train(TrainConfig(**TINY), workspace, enable_progress_bar=False)
+    assert first.loss == second.loss
+    assert first.run_id != second.run_id
+    assert first.tokens == 64 * 8 * 30
+    assert first.compute == 6 * first.n_params * first.tokens
+    # Thirty steps on real text move a fresh model well below the uniform loss ln(256).
+    assert first.loss < math.log(256) - 0.5
+
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["tests"])
+    assert len(runs) == 2
+    run = runs[runs.run_id == first.run_id].iloc[0]
+    assert run.status == "FINISHED"
+    assert run["metrics.loss"] == pytest.approx(first.loss)
+    assert int(run["params.tokens"]) == first.tokens
+    assert int(run["params.n_params"]) == first.n_params
+    assert run["params.tokenizer"] == "byte"
+    history = mlflow.MlflowClient().get_metric_history(first.run_id, "val/loss")
+    assert len(history) >= 2  # periodic validation plus the end
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(first.run_id)]
+    assert "config.json" in artifacts
+    # Artifacts stay inside the workspace.
+    assert (workspace.artifacts_dir / "tests").is_dir()
+
+
+def test_divergence_fails_the_run_with_a_reason(workspace: Workspace) -> None:
+    cfg = TrainConfig(**{**TINY, "lr": 1e2, "grad_clip": 0.0, "warmup": 0.0})
+    with pytest.raises(TrainingDiverged, match="training loss became"):
+        train(cfg, workspace, enable_progress_bar=False)
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["tests"])
+    assert list(runs.status) == ["FAILED"]
+    assert "training loss became" in runs.iloc[0]["tags.failure_reason"]
