@@ -15,12 +15,17 @@ from typing import Annotated
 
 import typer
 
+from scalelab.query_cli import register as register_queries
+from scalelab.sweep.cli import app as sweep_app
+
 app = typer.Typer(
     help="Train GPTs, sweep them, fit scaling laws and predict the loss of planned models.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+app.add_typer(sweep_app, name="sweep")
+register_queries(app)
 
 WorkspaceOpt = Annotated[
     Path | None,

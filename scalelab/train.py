@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -214,7 +215,7 @@ def _lightning_module_class() -> type[L.LightningModule]:
 
 
 def resolve_precision(precision: str) -> str:
-    """bf16 autocast where the GPU supports it; fp32 elsewhere (CPU bf16 is emulated, ~4x slower)."""
+    """bf16 autocast where the GPU supports it, else fp32 (CPU bf16 is emulated, ~4x slower)."""
     if precision != "auto":
         return precision
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -252,6 +253,50 @@ def run_params(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, tokens: 
     }
 
 
+def make_trainer(
+    cfg: TrainConfig,
+    steps: int,
+    val_every_steps: int,
+    *,
+    logger: Any,
+    callbacks: list[Any] | None = None,
+    enable_progress_bar: bool = True,
+    root_dir: Path | None = None,
+) -> L.Trainer:
+    """The Trainer every run uses: exact step count, periodic validation, throughput."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ThroughputMonitor
+
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=resolve_precision(cfg.precision),
+        max_steps=steps,
+        val_check_interval=val_every_steps,
+        log_every_n_steps=max(1, min(50, steps // 100)),
+        logger=logger,
+        callbacks=[ThroughputMonitor(batch_size_fn=len, length_fn=lambda b: b[0].numel())]
+        + list(callbacks or []),
+        gradient_clip_val=cfg.grad_clip or None,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=None,
+        enable_checkpointing=False,
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(root_dir) if root_dir else None,
+        deterministic=True,
+    )
+
+
+def language_model(
+    model_cfg: GPTConfig, cfg: TrainConfig, data: TokenData, steps: int
+) -> L.LightningModule:
+    """The LightningModule that pre-trains ``GPT(model_cfg)`` for ``steps`` steps."""
+    return _lightning_module_class()(model_cfg, cfg, data, steps)
+
+
 def train(
     cfg: TrainConfig,
     workspace: Workspace | None = None,
@@ -268,7 +313,6 @@ def train(
     marking the run FAILED) if the loss becomes non-finite.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ThroughputMonitor
     from lightning.pytorch.loggers import MLFlowLogger
 
     from scalelab import tracking
@@ -292,28 +336,16 @@ def train(
         run_id=run_id,
     )
 
-    trainer = L.Trainer(
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
-        precision=resolve_precision(cfg.precision),
-        max_steps=steps,
-        val_check_interval=val_every_steps,
-        log_every_n_steps=max(1, min(50, steps // 100)),
+    trainer = make_trainer(
+        cfg,
+        steps,
+        val_every_steps,
         logger=logger,
-        callbacks=[ThroughputMonitor(batch_size_fn=len, length_fn=lambda b: b[0].numel())]
-        + list(callbacks or []),
-        gradient_clip_val=cfg.grad_clip or None,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=None,
-        enable_checkpointing=False,
+        callbacks=callbacks,
         enable_progress_bar=enable_progress_bar,
-        enable_model_summary=False,
-        default_root_dir=str(workspace.root / "lightning"),
-        deterministic=True,
+        root_dir=workspace.root / "lightning",
     )
-    module = _lightning_module_class()(model_cfg, cfg, data, steps)
+    module = language_model(model_cfg, cfg, data, steps)
     if trainer.is_global_zero:
         logger.log_hyperparams(run_params(cfg, model_cfg, data, tokens))
         experiment = logger.experiment
@@ -362,7 +394,6 @@ def _log_checkpoint(
     experiment: Any, run_id: str, model: GPT, model_cfg: GPTConfig, workspace: Workspace
 ) -> None:
     import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory(dir=workspace.root) as tmp:
         path = Path(tmp) / "model.pt"

@@ -1,0 +1,387 @@
+"""The GPT family in one file: GPT-1, GPT-2 and GPT-3 blocks, exact counts, FLOPs, size presets.
+
+Three published designs share one implementation and differ by ``GPTConfig.variant``:
+
+- ``gpt1`` (Radford et al. 2018): post-LayerNorm blocks, ``x = LN(x + sublayer(x))`` as in the
+  original Transformer, learned positions, no final LayerNorm, plain N(0, 0.02) init.
+- ``gpt2`` (Radford et al. 2019, §2.3): pre-LayerNorm blocks, ``x = x + sublayer(LN(x))``, a final
+  LayerNorm ``ln_f``, residual projections initialised with std 0.02/sqrt(2·n_layer).
+- ``gpt3`` (Brown et al. 2020, §2.1): GPT-2 blocks whose attention alternates layer by layer
+  between dense causal (even layers 0, 2, ...) and locally banded causal (odd layers), "similar to
+  the Sparse Transformer". In a banded layer position i attends to itself and the
+  ``band_window`` previous positions: i - band_window <= j <= i.
+
+Parameter counts (exact, equal to the built model's ``sum(p.numel())``):
+
+- ``n_params_total``: every distinct parameter; a tied ``lm_head`` shares ``wte`` and counts once.
+- ``n_params_nonembedding`` (Kaplan et al. 2020, §2.1, the N of their laws and our ``n_params``):
+  all parameters except the token embedding ``wte``, the position embedding ``wpe`` and the
+  unembedding ``lm_head`` weight (which is ``wte`` when tied), so N does not depend on tying.
+  LayerNorm gains and biases are included (Kaplan's 12·n_layer·d_model² approximation drops them).
+- ``n_params_chinchilla`` (Hoffmann et al. 2022): the total count, embeddings included; Hoffmann
+  et al. fit their laws on total parameters, so it equals ``n_params_total``.
+
+Size rule for presets and ``config_for_params``: depth is the size knob and width follows it with
+``d_model ≈ 32·n_layer`` (aspect ratio 32: one layer at ~1e4 non-embedding parameters, twelve at
+~2e7). Kaplan et al. 2020 (§3.1, Fig. 5) find that at fixed N the loss changes by only a few
+percent across a wide range of aspect ratios, so the rule matters less than using the same one in
+every sweep. Head dimension: 8 below d_model 64, 16 below 256, 32 above; widths are multiples of
+it. A target N picks, among shapes within 10% of it, the one closest to aspect 32; only at the
+smallest sizes, where width steps of 8 are coarse, does the shape stray far from the rule.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+Variant = Literal["gpt1", "gpt2", "gpt3"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+MAX_VOCAB = 65535  # token ids are cached as uint16 by the data pipeline
+INIT_STD = 0.02  # GPT-1 §4.1 and GPT-2: N(0, 0.02) for every weight matrix and embedding
+
+
+def _block_params(d_model: int, bias: bool) -> int:
+    """Parameters of one block: 12·d² weights (c_attn 3d², c_proj d², c_fc 4d², c_proj 4d²),
+    9·d linear biases, and two LayerNorms of d gains (+ d biases)."""
+    return 12 * d_model**2 + (9 * d_model if bias else 0) + 2 * d_model * (2 if bias else 1)
+
+
+def _nonembedding_params(variant: str, n_layer: int, d_model: int, bias: bool) -> int:
+    final_norm = 0 if variant == "gpt1" else d_model * (2 if bias else 1)  # GPT-1 has no ln_f
+    return n_layer * _block_params(d_model, bias) + final_norm
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape and design of one GPT; validated on construction, JSON-serialisable via ``to_dict``.
+
+    ``context`` is the maximum sequence length (the size of ``wpe``); ``band_window`` only affects
+    the banded layers of ``gpt3``. The MLP width is 4·d_model, as in GPT-1/2/3.
+    """
+
+    variant: Variant = "gpt2"
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    context: int = 256
+    vocab_size: int = 256
+    dropout: float = 0.0
+    bias: bool = True
+    tie_embeddings: bool = True
+    band_window: int = 64
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        for name in ("n_layer", "n_head", "d_model", "context", "vocab_size", "band_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy/optuna ints -> int, for JSON
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"d_model must be a multiple of n_head, got d_model={self.d_model}, "
+                f"n_head={self.n_head}"
+            )
+        if self.vocab_size > MAX_VOCAB:
+            raise ValueError(f"vocab_size must be in [1, {MAX_VOCAB}], got {self.vocab_size}")
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        object.__setattr__(self, "dropout", float(dropout))
+        for name in ("bias", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
+        """The preset ``name`` (see ``PRESETS``) with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain fields, so that ``GPTConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg``."""
+        return asdict(self)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    def is_banded(self, layer: int) -> bool:
+        """Whether block ``layer`` uses banded attention: odd layers of ``gpt3`` (GPT-3 §2.1)."""
+        return self.variant == "gpt3" and layer % 2 == 1
+
+    @property
+    def n_params_nonembedding(self) -> int:
+        """Kaplan's N: everything but ``wte``, ``wpe`` and the ``lm_head`` weight (exact)."""
+        return _nonembedding_params(self.variant, self.n_layer, self.d_model, self.bias)
+
+    @property
+    def n_params(self) -> int:
+        """The project's ``n_params``: the non-embedding count."""
+        return self.n_params_nonembedding
+
+    @property
+    def n_params_total(self) -> int:
+        """All distinct parameters; a tied ``lm_head`` is counted once, as ``wte``."""
+        embeddings = (self.vocab_size + self.context) * self.d_model
+        unembedding = 0 if self.tie_embeddings else self.vocab_size * self.d_model
+        return self.n_params_nonembedding + embeddings + unembedding
+
+    @property
+    def n_params_chinchilla(self) -> int:
+        """Hoffmann et al. 2022 count total parameters, embeddings included: ``n_params_total``."""
+        return self.n_params_total
+
+    def flops_per_token(self, include_embedding: bool = False) -> float:
+        """Training (forward + backward) FLOPs per token at full ``context``.
+
+        ``6·N + 12·n_layer·d_model·context`` with N non-embedding (PaLM, Chowdhery et al. 2022,
+        appendix B; Kaplan et al. 2020 Table 1 has the same 6N): 2 FLOPs per multiply-add in the
+        forward pass and twice that in the backward pass. The attention term counts both the
+        QKᵀ scores and the weights·V product over the full T×T square (2·2·T·d_model per token
+        and layer forward, times 3). Kaplan's Table 1 writes half of it (2·n_layer·n_ctx·d_attn
+        forward), as if only the causal half of the square were computed; SDPA computes the
+        whole square, and the explicit band mask of ``gpt3`` skips nothing, so banded layers
+        cost the same as dense ones here. For sequences shorter than ``context`` the attention
+        term scales with their length.
+
+        ``include_embedding=True`` adds the unembedding matmul, 6·d_model·vocab_size, which
+        dominates at the smallest sizes. Embedding lookups, LayerNorm, softmax and GELU are
+        not counted (they are not matmuls).
+        """
+        flops = 6.0 * self.n_params_nonembedding + 12.0 * self.n_layer * self.d_model * self.context
+        if include_embedding:
+            flops += 6.0 * self.d_model * self.vocab_size
+        return flops
+
+
+def band_mask(context: int, window: int) -> torch.Tensor:
+    """Boolean (context, context) mask, True where query i may attend key j: i-window <= j <= i."""
+    offset = torch.arange(context)[:, None] - torch.arange(context)[None, :]  # i - j
+    return (offset >= 0) & (offset <= window)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, banded: bool) -> None:
+        super().__init__()
+        self.n_head, self.dropout = config.n_head, config.dropout
+        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        # Built once; non-persistent so checkpoints do not carry a context² tensor per layer.
+        mask = band_mask(config.context, config.band_window) if banded else None
+        self.register_buffer("band_mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+            for t in self.c_attn(x).split(C, dim=2)
+        )
+        dropout_p = self.dropout if self.training else 0.0
+        if self.band_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            mask = self.band_mask[:T, :T]  # depends on i - j only, so a prefix is the same band
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # the tanh form of OpenAI's GPT-1/2 code
+        self.c_proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int) -> None:
+        super().__init__()
+        self.pre_norm = config.variant != "gpt1"
+        self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.attn = CausalSelfAttention(config, banded=config.is_banded(layer))
+        self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:  # GPT-2 §2.3: LayerNorm moved to the input of each sub-block
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x))  # GPT-1 / Vaswani et al.: LayerNorm after the residual add
+        return self.ln_2(x + self.mlp(x))
+
+
+class GPT(nn.Module):
+    """A decoder-only language model with GPT-2's module names (``transformer.wte``, ``h``...)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.d_model),
+                wpe=nn.Embedding(config.context, config.d_model),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                # GPT-2 adds a final LayerNorm after the last block; GPT-1's blocks already
+                # end with one, so it gets an identity here.
+                ln_f=nn.Identity()
+                if config.variant == "gpt1"
+                else nn.LayerNorm(config.d_model, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:  # Press & Wolf 2017, as in GPT-1/2
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        if config.variant != "gpt1":
+            # GPT-2 §2.3: scale the residual-path projections by 1/sqrt(N) with N = 2·n_layer
+            # residual adds, so the residual stream's variance does not grow with depth.
+            std = INIT_STD / math.sqrt(2 * config.n_layer)
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """``sum(p.numel())`` over distinct parameters; with ``non_embedding``, less ``wte``,
+        ``wpe`` and an untied ``lm_head`` (as ``GPTConfig.n_params_nonembedding``)."""
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied weight once
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, T, d_model) of token ids ``idx`` (B, T): after ``ln_f`` for
+        gpt2/gpt3, after the last block's LayerNorm for gpt1."""
+        seq_len = idx.shape[1]
+        if seq_len > self.config.context:
+            raise ValueError(f"sequence length {seq_len} exceeds context={self.config.context}")
+        pos = torch.arange(seq_len, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        return self.transformer.ln_f(x)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab_size) and, given ``targets`` (B, T), the mean cross-entropy in
+        nats per token over targets that are not -100."""
+        logits = self.lm_head(self.hidden(idx))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
+            )
+        return logits, loss
+
+
+# --- Size rule and presets ------------------------------------------------------------------
+
+ASPECT_RATIO = 32  # d_model / n_layer on the rule
+SHAPE_TOLERANCE = 0.10  # shapes within 10% of a target N compete on closeness to the rule
+ASPECT_BAND = 10.0  # never farther than 10x from the rule's aspect ratio, either way
+
+
+def rule_head_dim(d_model: int) -> int:
+    """Head dimension of the size rule: 8 below d_model 64, 16 below 256, 32 from 256."""
+    return 8 if d_model < 64 else 16 if d_model < 256 else 32
+
+
+def config_for_params(n_params: float, **overrides: Any) -> GPTConfig:
+    """The config on the size rule whose non-embedding count best matches ``n_params``.
+
+    Candidates are every depth n_layer >= 1 and width d_model (a multiple of
+    ``rule_head_dim(d_model)``) with an aspect ratio within ``ASPECT_BAND`` of 32. Among those
+    whose exact N is within ``SHAPE_TOLERANCE`` of the target, the one with aspect ratio closest
+    to 32 (in log space) wins, so nearby targets get similar shapes; if none is that close, the
+    one closest to the target in log space. Over targets 1e4..2e7 the result is within 13.7% of
+    the target (15.1% with bias=False), the worst cases just above 1e4 where the smallest shapes
+    are far apart; above 5e4 it is within 10%. ``overrides`` sets the other fields (variant,
+    context, vocab_size, bias...); the count depends on ``variant`` and ``bias``, so the search
+    uses them.
+    """
+    if isinstance(n_params, bool) or not isinstance(n_params, numbers.Real):
+        raise ValueError(f"n_params must be a positive number, got {n_params!r}")
+    if not (math.isfinite(n_params) and n_params > 0):
+        raise ValueError(f"n_params must be a positive finite number, got {n_params!r}")
+    shape_keys = sorted({"n_layer", "n_head", "d_model"} & overrides.keys())
+    if shape_keys:
+        raise ValueError(f"config_for_params chooses {shape_keys} itself; do not override them")
+    base = GPTConfig(**overrides)
+
+    def count(n_layer: int, d_model: int) -> int:
+        return _nonembedding_params(base.variant, n_layer, d_model, base.bias)
+
+    def log_error(shape: tuple[int, int]) -> float:
+        return abs(math.log(count(*shape) / n_params))
+
+    def log_aspect(shape: tuple[int, int]) -> float:
+        return abs(math.log(shape[1] / shape[0] / ASPECT_RATIO))
+
+    # N grows with both depth and width, so stop each scan once N passes twice the target.
+    shapes: list[tuple[int, int]] = []
+    n_layer = 1
+    while True:
+        widths = [
+            d
+            for d in range(8, int(ASPECT_RATIO * ASPECT_BAND * n_layer) + 1, 8)
+            if d * ASPECT_BAND >= ASPECT_RATIO * n_layer and d % rule_head_dim(d) == 0
+        ]
+        if shapes and count(n_layer, widths[0]) > 2 * n_params:
+            break
+        for d in widths:
+            shapes.append((n_layer, d))
+            if count(n_layer, d) > 2 * n_params:
+                break
+        n_layer += 1
+    close = [s for s in shapes if log_error(s) <= math.log1p(SHAPE_TOLERANCE)]
+    if close:
+        n_layer, d_model = min(close, key=lambda s: (log_aspect(s), log_error(s)))
+    else:
+        n_layer, d_model = min(shapes, key=log_error)
+    return replace(base, n_layer=n_layer, d_model=d_model, n_head=d_model // rule_head_dim(d_model))
+
+
+# Named sizes, half a decade apart: each is ``config_for_params(nominal)`` (a test keeps them in
+# step). N is the non-embedding count with bias=True for gpt2/gpt3 (gpt1 has 2·d_model fewer).
+PRESETS: dict[str, dict[str, int]] = {
+    # Smallest sizes: width steps of 8 are coarse, so depth does the fine-tuning.
+    "n10k": dict(n_layer=3, n_head=2, d_model=16),  # N = 9,872; d/L = 5.3, the only shape near 1e4
+    "n30k": dict(n_layer=1, n_head=6, d_model=48),  # N = 28,368; d/L = 48
+    # From here on within a factor 1.6 of d_model = 32·n_layer.
+    "n100k": dict(n_layer=2, n_head=4, d_model=64),  # N = 100,096; d/L = 32, on the rule
+    "n300k": dict(n_layer=4, n_head=5, d_model=80),  # N = 311,520; d/L = 20
+    "n1m": dict(n_layer=4, n_head=9, d_model=144),  # N = 1,003,104; d/L = 36
+    "n3m": dict(n_layer=6, n_head=13, d_model=208),  # N = 3,131,648; d/L = 34.7
+    "n10m": dict(n_layer=10, n_head=9, d_model=288),  # N = 9,991,296; d/L = 28.8
+    "n20m": dict(n_layer=12, n_head=12, d_model=384),  # N = 21,294,336; d/L = 32, on the rule
+}
