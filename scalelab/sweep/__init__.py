@@ -1,0 +1,1 @@
+"""Sweeps: Optuna studies that train the GPT family across sizes and budgets."""
