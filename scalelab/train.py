@@ -139,7 +139,9 @@ def _lightning_module_class() -> type[L.LightningModule]:
             self.model = GPT(model_cfg)
             self.model_cfg, self.cfg, self.data, self.steps = model_cfg, cfg, data, steps
             self.tokens_per_step = cfg.batch_size * cfg.context
-            self.bits_per_nat = 1.0 / (math.log(2) * data.val_bytes_per_token)
+            # Pre-tokenized corpora do not know their bytes: no bits/byte for them.
+            per_token = data.val_bytes_per_token
+            self.bits_per_nat = 1.0 / (math.log(2) * per_token) if per_token > 0 else None
             self.device_batch = cfg.batch_size  # split across devices in setup
             self.flops_per_batch = 0.0
 
@@ -177,7 +179,8 @@ def _lightning_module_class() -> type[L.LightningModule]:
                 )
             seen = (self.global_step + 1) * self.tokens_per_step
             self.log("train/loss", loss, prog_bar=True)
-            self.log("train/bpb", loss * self.bits_per_nat)
+            if self.bits_per_nat:
+                self.log("train/bpb", loss * self.bits_per_nat)
             self.log("lr", self.lr_schedulers().get_last_lr()[0])
             self.log("tokens_seen", float(seen))
             self.log("flops_seen", float(seen) * self.model_cfg.flops_per_token())
@@ -187,7 +190,10 @@ def _lightning_module_class() -> type[L.LightningModule]:
             (windows,) = batch
             _, loss = self.model(windows[:, :-1], windows[:, 1:])
             self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(windows))
-            self.log("val/bpb", loss * self.bits_per_nat, sync_dist=True, batch_size=len(windows))
+            if self.bits_per_nat:
+                self.log(
+                    "val/bpb", loss * self.bits_per_nat, sync_dist=True, batch_size=len(windows)
+                )
 
         def configure_optimizers(self) -> dict[str, Any]:
             # Decay matrices only (Radford et al. 2019 via nanoGPT); biases and gains are not
@@ -369,7 +375,7 @@ def train(
     wall = time.perf_counter() - started
 
     loss = float(trainer.callback_metrics["val/loss"])
-    bpb = float(trainer.callback_metrics["val/bpb"])
+    bpb = float(trainer.callback_metrics.get("val/bpb", math.nan))
     result = TrainResult(
         run_id=logger.run_id,
         loss=loss,
@@ -382,8 +388,10 @@ def train(
     )
     if trainer.is_global_zero:
         experiment = logger.experiment
-        for key, value in {"loss": loss, "val_bpb": bpb, "wall_time": wall}.items():
-            experiment.log_metric(logger.run_id, key, value, step=steps)
+        finals = {"loss": loss, "val_bpb": bpb, "wall_time": wall}
+        for key, value in finals.items():
+            if math.isfinite(value):
+                experiment.log_metric(logger.run_id, key, value, step=steps)
         if cfg.save_checkpoint:
             _log_checkpoint(experiment, logger.run_id, module.model, model_cfg, workspace)
         logger.finalize("success")

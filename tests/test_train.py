@@ -82,3 +82,19 @@ def test_divergence_fails_the_run_with_a_reason(workspace: Workspace) -> None:
     runs = mlflow.search_runs(experiment_names=["tests"])
     assert list(runs.status) == ["FAILED"]
     assert "training loss became" in runs.iloc[0]["tags.failure_reason"]
+
+
+def test_trains_on_pretokenized_bin_files(workspace: Workspace, tmp_path) -> None:
+    """nanoGPT-style train.bin/val.bin: trains, logs the loss, and has no bits/byte to report."""
+    import numpy as np
+
+    folder = tmp_path / "bins"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    pattern = rng.integers(0, 500, size=97, dtype=np.uint16)  # a learnable periodic sequence
+    np.tile(pattern, 400).tofile(folder / "train.bin")
+    np.tile(pattern, 40).tofile(folder / "val.bin")
+    cfg = TrainConfig(**{**TINY, "corpus": str(folder), "tokenizer": "pretokenized"})
+    result = train(cfg, workspace, enable_progress_bar=False)
+    assert math.isfinite(result.loss) and math.isnan(result.bpb)
+    assert result.loss < math.log(500) - 0.5
