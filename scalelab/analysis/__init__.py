@@ -1,0 +1,84 @@
+"""Scaling-law analysis: fit laws to runs, put intervals on predictions, allocate compute.
+
+Pure numpy/scipy/pandas: importing this package does not import torch, Lightning or MLflow.
+
+Data
+    A pandas DataFrame of runs in the project vocabulary: ``n_params`` (N), ``tokens`` (D),
+    ``compute`` (C, default 6·N·D), ``loss``; optional ``run_id``, ``group``/``cell``,
+    ``step``, ``tokens_seen``. Loaders: :func:`load_runs_csv`, :func:`load_runs_mlflow`,
+    :func:`load_epoch_chinchilla`. Bad input raises ``ValueError`` naming the problem.
+
+Laws (``laws``)
+    :class:`PowerLaw` (``E + A·x^-alpha`` in x ∈ {n_params, tokens, compute}, or without E),
+    :class:`Chinchilla` (``E + A·N^-alpha + B·D^-beta``, or without E), :class:`KaplanJoint`
+    (``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``). Each has named parameters, a pure
+    vectorised ``predict``, ``__str__``, ``to_dict``/``Law.from_dict``. New forms subclass
+    :class:`Law` and declare parameters, bounds and a start grid.
+
+Fitting (``fit``, ``objectives``, ``varpro``)
+    ``fit_law(runs, law="chinchilla", *, objective="huber", engine="lbfgs") -> FitResult``.
+    Default objective: sum of Huber(δ=1e-3) on log residuals (Hoffmann et al. 2022; Besiroglu
+    et al. 2024), minimised by L-BFGS-B from Epoch's 4,500-point grid. ``engine="varpro"``
+    searches exponents only and solves coefficients by NNLS.
+
+Uncertainty (``bootstrap``, ``intervals``)
+    ``bootstrap(fit, runs, n_resamples=1000, level=0.9, seed=0, n_jobs=1) -> BootstrapResult``
+    resamples runs. ``BootstrapResult.predict(n_params=, tokens=)`` or ``predict(compute=)``
+    return a :class:`Prediction` (value, lo, hi, level); ``compute_for_loss(target)`` inverts
+    the law; ``param_intervals()`` tabulates the parameters.
+
+Allocation (``allocation``, ``approaches``)
+    ``envelope_fit(checkpoints)`` (Approach 1), ``isoflop_fit(runs)`` (Approach 2) and
+    ``compute_optimal(bootstrap_result)`` (Approach 3) each return an :class:`AllocationFit`:
+    N_opt(C) = n_coef·C^a, D_opt(C) = d_coef·C^b, tokens per parameter, with intervals.
+
+Backtests (``backtest``)
+    ``backtest(runs, factors=(10, 100, 1000)) -> BacktestResult``: fit below a compute cut,
+    predict every run above it, report relative errors and interval coverage per law.
+
+Example::
+
+    from scalelab.analysis import bootstrap, fit_law, load_runs_csv
+
+    runs = load_runs_csv("runs.csv")
+    fit = fit_law(runs, "chinchilla")
+    boot = bootstrap(fit, runs, n_resamples=1000, seed=0, n_jobs=2)
+    print(boot.predict(n_params=70e9, tokens=1.4e12))
+"""
+
+from scalelab.analysis.allocation import AllocationFit, compute_optimal
+from scalelab.analysis.approaches import envelope_fit, isoflop_fit
+from scalelab.analysis.backtest import BacktestResult, backtest, default_laws
+from scalelab.analysis.bootstrap import BootstrapResult, bootstrap
+from scalelab.analysis.fit import FitResult, fit_law
+from scalelab.analysis.intervals import Prediction
+from scalelab.analysis.io import load_epoch_chinchilla, load_runs_csv, load_runs_mlflow
+from scalelab.analysis.laws import LAWS, Chinchilla, KaplanJoint, Law, PowerLaw, make_law
+from scalelab.analysis.objectives import Objective
+from scalelab.analysis.runs import prepare_runs
+
+__all__ = [
+    "LAWS",
+    "AllocationFit",
+    "BacktestResult",
+    "BootstrapResult",
+    "Chinchilla",
+    "FitResult",
+    "KaplanJoint",
+    "Law",
+    "Objective",
+    "PowerLaw",
+    "Prediction",
+    "backtest",
+    "bootstrap",
+    "compute_optimal",
+    "default_laws",
+    "envelope_fit",
+    "fit_law",
+    "isoflop_fit",
+    "load_epoch_chinchilla",
+    "load_runs_csv",
+    "load_runs_mlflow",
+    "make_law",
+    "prepare_runs",
+]

@@ -1,0 +1,194 @@
+"""Backtests: fit on the cheap runs, predict the expensive ones, and score the predictions.
+
+A backtest cuts the runs at a compute budget (C_max/k for k = 10, 100, 1000 by default, or
+absolute cuts), fits each law on the runs at or below the cut, bootstraps it, predicts every
+run above the cut with an interval, and reports the relative error and whether each interval
+covers the observed loss. The default laws compare Chinchilla's form with its no-offset
+variant; a baseline that predicts the best loss seen so far shows what "no extrapolation"
+would score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scalelab.analysis.bootstrap import bootstrap
+from scalelab.analysis.fit import Engine, FitResult, fit_law
+from scalelab.analysis.intervals import DEFAULT_LEVEL, check_level, quantile_interval
+from scalelab.analysis.laws import Chinchilla, Law, make_law
+from scalelab.analysis.objectives import Objective
+from scalelab.analysis.runs import prepare_runs, resample_units
+
+BASELINE = "best_so_far"
+
+
+def default_laws() -> dict[str, Law]:
+    """Chinchilla's form against the same form without the irreducible term."""
+    return {"chinchilla": Chinchilla(), "chinchilla_no_offset": Chinchilla(irreducible=False)}
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Per-run predictions (``runs``), per-(cut, law) scores (``summary``) and fitted laws."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    fits: dict[str, FitResult]
+    level: float
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs.to_dict(orient="list"),
+            "summary": self.summary.to_dict(orient="list"),
+            "fits": {k: v.to_dict() for k, v in self.fits.items()},
+            "level": self.level,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> BacktestResult:
+        return cls(
+            runs=pd.DataFrame(payload["runs"]),
+            summary=pd.DataFrame(payload["summary"]),
+            fits={k: FitResult.from_dict(v) for k, v in payload["fits"].items()},
+            level=float(payload["level"]),
+            warnings=tuple(payload.get("warnings", ())),
+        )
+
+
+def _cuts(
+    compute: pd.Series, factors: Sequence[float] | None, max_compute: Sequence[float] | None
+) -> list[tuple[float, float]]:
+    """(factor k or NaN, compute cut) pairs."""
+    if factors is not None and max_compute is not None:
+        raise ValueError("give factors or max_compute, not both")
+    if max_compute is not None:
+        cuts = [float(c) for c in np.atleast_1d(max_compute)]
+        if any(not np.isfinite(c) or c <= 0 for c in cuts):
+            raise ValueError(f"max_compute must be positive; got {cuts}")
+        return [(np.nan, c) for c in cuts]
+    factors = (10.0, 100.0, 1000.0) if factors is None else [float(k) for k in factors]
+    if any(not np.isfinite(k) or k <= 1 for k in factors):
+        raise ValueError(f"factors must be > 1; got {factors}")
+    c_max = float(compute.max())
+    return [(k, c_max / k) for k in factors]
+
+
+def _score(
+    table: pd.DataFrame, truth: np.ndarray, value: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> pd.DataFrame:
+    out = table.copy()
+    out["predicted"], out["lo"], out["hi"] = value, lo, hi
+    out["rel_error"] = (value - truth) / truth
+    out["covered"] = (lo <= truth) & (truth <= hi)
+    return out
+
+
+def backtest(
+    runs: pd.DataFrame,
+    *,
+    laws: Mapping[str, Law | str] | None = None,
+    factors: Sequence[float] | None = None,
+    max_compute: Sequence[float] | float | None = None,
+    n_resamples: int = 200,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+    engine: Engine = "lbfgs",
+    objective: Objective | str = "huber",
+    baseline: bool = True,
+    n_jobs: int = 1,
+) -> BacktestResult:
+    """Fit on runs with compute ≤ cut and predict every run above it.
+
+    Args:
+        runs: ``n_params``, ``tokens`` and/or ``compute``, ``loss`` (and optional ``run_id``).
+        laws: name → law template; default :func:`default_laws`.
+        factors: cuts at C_max/k (default k = 10, 100, 1000); or
+        max_compute: absolute compute cut(s) in FLOPs.
+        n_resamples, level, seed, n_jobs: bootstrap settings for the prediction intervals
+            (``kind="prediction"``: they include the scatter of runs around the law).
+        engine, objective: passed to ``fit_law``.
+        baseline: also score ``best_so_far``, which predicts the lowest training loss.
+
+    A law that cannot be fitted on a cut (e.g. too few runs) is skipped with a warning.
+    """
+    level = check_level(level)
+    templates = {k: make_law(v) for k, v in (laws or default_laws()).items()}
+    if BASELINE in templates:
+        raise ValueError(f"'{BASELINE}' is reserved for the baseline")
+    needed = sorted({v for law in templates.values() for v in law.variables} | {"compute"})
+    df = prepare_runs(runs, needed, context="a backtest")
+    base_cols = [c for c in ("run_id", "n_params", "tokens", "compute", "loss") if c in df]
+
+    tables, rows, fits, warnings = [], [], {}, []
+    for factor, cut in _cuts(df["compute"], factors, max_compute):
+        train, test = df[df["compute"] <= cut], df[df["compute"] > cut]
+        label = f"k={factor:g}" if np.isfinite(factor) else f"C<={cut:.3g}"
+        if test.empty or train.empty:
+            warnings.append(
+                f"{label}: {len(train)} training and {len(test)} held-out runs; skipped"
+            )
+            continue
+        truth = test["loss"].to_numpy()
+        head = test[base_cols].assign(factor=factor, cut=cut)
+        scored: dict[str, pd.DataFrame] = {}
+        for name, law in templates.items():
+            try:
+                fit = fit_law(train, law, engine=engine, objective=objective)
+                boot = bootstrap(
+                    fit, train, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs
+                )
+            except (ValueError, RuntimeError) as err:
+                warnings.append(f"{label}, {name}: not fitted ({err})")
+                continue
+            pred = boot.predict(**{v: test[v].to_numpy() for v in law.variables})
+            scored[name] = _score(head, truth, pred.value, pred.lo, pred.hi)
+            fits[f"{label}/{name}"] = fit
+            warnings += [f"{label}, {name}: {w}" for w in boot.warnings]
+        if baseline:
+            rng = np.random.default_rng(seed)
+            units, n_units, _ = resample_units(train)
+            loss = train["loss"].to_numpy()
+            mins = [
+                loss[np.isin(units, rng.integers(0, n_units, n_units))].min()
+                for _ in range(n_resamples)
+            ]
+            lo, hi = quantile_interval(np.array(mins), level)
+            value = np.full(len(test), loss.min())
+            scored[BASELINE] = _score(
+                head, truth, value, np.full(len(test), lo), np.full(len(test), hi)
+            )
+        for name, table in scored.items():
+            table = table.assign(law=name)
+            tables.append(table)
+            err = table["rel_error"].abs()
+            rows.append(
+                {
+                    "factor": factor,
+                    "cut": cut,
+                    "law": name,
+                    "n_train": len(train),
+                    "n_test": len(test),
+                    "median_abs_rel_error": err.median(),
+                    "mean_abs_rel_error": err.mean(),
+                    "max_abs_rel_error": err.max(),
+                    "mean_rel_error": table["rel_error"].mean(),
+                    "coverage": table["covered"].mean(),
+                    "mean_rel_width": ((table["hi"] - table["lo"]) / table["loss"]).mean(),
+                }
+            )
+    if not rows:
+        raise ValueError("no cut left both training and held-out runs; " + "; ".join(warnings))
+    return BacktestResult(
+        runs=pd.concat(tables, ignore_index=True),
+        summary=pd.DataFrame(rows),
+        fits=fits,
+        level=level,
+        warnings=tuple(warnings),
+    )
