@@ -32,7 +32,7 @@ WorkspaceOpt = Annotated[
     typer.Option(
         "--workspace",
         envvar="SCALELAB_HOME",
-        help="Folder for runs, caches and stores [default: ./scalelab-runs].",
+        help="Folder for runs, caches and stores (default: ./scalelab-runs).",
     ),
 ]
 TrackingOpt = Annotated[
@@ -40,7 +40,7 @@ TrackingOpt = Annotated[
     typer.Option(
         "--tracking-uri",
         envvar="MLFLOW_TRACKING_URI",
-        help="MLflow tracking URI [default: SQLite store in the workspace].",
+        help="MLflow tracking URI (default: SQLite store in the workspace).",
     ),
 ]
 

@@ -1,0 +1,199 @@
+"""Dashboard definitions: YAML files saying which panels to draw from which runs.
+
+A definition needs no code. Example (``dashboards/*.yaml`` ship more)::
+
+    title: My sweep against Chinchilla
+    law: chinchilla                  # chinchilla | compute | params | tokens | kaplan
+    sources:
+      - experiment: my-sweep         # an MLflow experiment of the workspace...
+        optuna: {storage: "sqlite:///scalelab-runs/optuna.db", study: my-sweep}
+      - csv: ../analysis/data/epoch_chinchilla_svg_extracted_data.csv   # ...or a CSV file
+        format: epoch_chinchilla     # runs (project vocabulary) | epoch_chinchilla
+        label: Chinchilla (Epoch AI reconstruction)
+    planned:                         # sizes the prediction band is carried out to
+      - {label: 70B, n_params: 7e10, tokens: 1.4e12}
+      - {compute: 1e24}
+    panels: [loss_vs_compute, frontier, residuals]
+
+Relative CSV paths are read from the definition's folder. Unknown keys are errors, so a typo
+does not silently drop a setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+
+LawKey = Literal["chinchilla", "compute", "params", "tokens", "kaplan"]
+PanelKey = Literal[
+    "curves_tokens",
+    "curves_compute",
+    "loss_vs_params",
+    "loss_vs_compute",
+    "isoflop",
+    "frontier",
+    "residuals",
+    "backtest",
+    "optuna_history",
+    "optuna_importances",
+    "optuna_intermediate",
+]
+ALL_PANELS: tuple[str, ...] = PanelKey.__args__  # type: ignore[attr-defined]
+OPTUNA_PANELS: tuple[str, ...] = ("optuna_history", "optuna_importances", "optuna_intermediate")
+# The panels a fit run carries: everything that needs only the runs and the fit.
+FIT_PANELS: tuple[str, ...] = tuple(
+    p for p in ALL_PANELS if p not in OPTUNA_PANELS and p != "backtest"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptunaStudy(_Strict):
+    """The Optuna study of a sweep, for the optimisation-history panels.
+
+    ``study`` is a study name, or a sweep's name: its per-cell studies ``<name>/<cell>`` are
+    drawn then. ``storage`` is an Optuna storage URL or a sweep's ``journal:PATH``.
+    """
+
+    storage: str = Field(description="Optuna storage URL, e.g. sqlite:///path/optuna.db")
+    study: str = Field(description="Study name, or a sweep name for all its cells' studies")
+    objective_label: str = "validation loss (nats/token)"
+    step_label: str = "tokens seen (as reported to the pruner)"
+
+
+class Source(_Strict):
+    """Runs to draw: an MLflow experiment of the workspace or a CSV file."""
+
+    experiment: str | None = None
+    csv: Path | None = None
+    label: str | None = None
+    format: Literal["runs", "epoch_chinchilla"] = "runs"
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="CSV column -> vocabulary name"
+    )
+    query: str | None = Field(default=None, description="pandas DataFrame.query selecting rows")
+    corpus: str | None = None
+    tokenizer: str | None = None
+    budget_column: str | None = Field(
+        default=None, description="column with each run's IsoFLOP budget in FLOPs"
+    )
+    optuna: OptunaStudy | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        if (self.experiment is None) == (self.csv is None):
+            raise ValueError("a source needs exactly one of 'experiment' or 'csv'")
+        if self.experiment is not None and (self.rename or self.query or self.format != "runs"):
+            raise ValueError("'rename', 'query' and 'format' apply to CSV sources only")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The label shown in legends."""
+        if self.label:
+            return self.label
+        return self.experiment if self.experiment is not None else Path(self.csv).stem
+
+
+class Planned(_Strict):
+    """A planned model: N and D, or a compute budget (its compute-optimal model)."""
+
+    label: str | None = None
+    n_params: PositiveFloat | None = None
+    tokens: PositiveFloat | None = None
+    compute: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Planned:
+        pair = self.n_params is not None and self.tokens is not None
+        if pair == (self.compute is not None) or (
+            not pair and (self.n_params is not None or self.tokens is not None)
+        ):
+            raise ValueError("a planned size needs n_params and tokens, or compute alone")
+        return self
+
+    @property
+    def total_compute(self) -> float:
+        if self.compute is not None:
+            return float(self.compute)
+        return 6.0 * float(self.n_params) * float(self.tokens)
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        if self.compute is not None:
+            return f"C={self.compute:.3g}"
+        return f"N={self.n_params:.3g}, D={self.tokens:.3g}"
+
+
+class BacktestSettings(_Strict):
+    """Backtest panel: cut the runs at C_max/ratio, fit below, predict above."""
+
+    ratios: list[float] = Field(default_factory=lambda: [10.0, 100.0], min_length=1)
+    resamples: int = Field(default=50, ge=2)
+
+    @model_validator(mode="after")
+    def _ratios(self) -> BacktestSettings:
+        if any(r <= 1 for r in self.ratios):
+            raise ValueError(f"backtest ratios must be > 1; got {self.ratios}")
+        return self
+
+
+class DashboardDefinition(_Strict):
+    """A dashboard: title, sources, law, planned sizes and panels."""
+
+    title: str
+    description: str = ""
+    sources: list[Source] = Field(min_length=1)
+    law: LawKey = "chinchilla"
+    exclude_before: float | None = Field(default=None, ge=0.0, lt=1.0)
+    level: float = Field(default=0.9, gt=0.0, lt=1.0)
+    resamples: int = Field(default=200, ge=2, description="bootstrap resamples of a new fit")
+    planned: list[Planned] = Field(default_factory=list)
+    backtest: BacktestSettings = Field(default_factory=BacktestSettings)
+    panels: list[PanelKey] = Field(default_factory=lambda: list(ALL_PANELS), min_length=1)
+    output: str | None = Field(default=None, description="HTML file name [default: <name>.html]")
+
+
+def load_definition(path: str | Path) -> DashboardDefinition:
+    """Read and validate a YAML definition; CSV paths become relative to its folder.
+
+    Raises ``ValueError`` (pydantic's ``ValidationError`` is one) naming the bad field.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ValueError(f"cannot read dashboard definition {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a dashboard definition is a mapping (title, sources, ...)")
+    definition = DashboardDefinition.model_validate(raw)
+    sources = [
+        s.model_copy(update={"csv": (path.parent / s.csv).resolve()})
+        if s.csv is not None and not Path(s.csv).is_absolute()
+        else s
+        for s in definition.sources
+    ]
+    return definition.model_copy(update={"sources": sources})
+
+
+def find_definition(name: str | Path, search: list[Path]) -> Path:
+    """A definition file: ``name`` as a path, else ``<dir>/<name>[.yaml]`` in ``search``."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for folder in search:
+        for candidate in (folder / path, folder / f"{path}.yaml", folder / f"{path}.yml"):
+            if candidate.is_file():
+                return candidate
+    looked = ", ".join(str(f) for f in search)
+    raise ValueError(f"no dashboard definition {str(name)!r} (looked in {looked})")

@@ -1,0 +1,729 @@
+"""The dashboard's plotly figures, one function per panel.
+
+Every panel function takes the source views and the definition and returns a list of
+``(title, figure)``; it raises :class:`NoData` with the reason when none of the sources has
+what it draws. Axes carry units: losses in nats per token, compute in FLOPs, sizes in
+parameters and tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from scalelab.dashboard.build import SourceView
+    from scalelab.dashboard.definition import DashboardDefinition, Planned
+    from scalelab.fits import StoredFit
+
+LOSS = "validation loss (nats/token)"
+COMPUTE = "training compute C (FLOPs)"
+PARAMS = "parameters N (non-embedding)"
+TOKENS = "training tokens D"
+GRID = 80
+HEIGHT = 520
+
+
+class NoData(Exception):
+    """A panel has nothing to draw; the message says why."""
+
+
+Made = list[tuple[str, go.Figure]]
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _color(i: int) -> str:
+    return qualitative.Plotly[i % len(qualitative.Plotly)]
+
+
+def _rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color.lstrip("#")[k : k + 2], 16) for k in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _layout(
+    fig: go.Figure,
+    title: str,
+    x: str,
+    y: str,
+    *,
+    logx: bool | None = True,
+    logy: bool | None = False,
+) -> go.Figure:
+    """Title, axis labels and the house style; ``None`` keeps an axis's type (categories)."""
+    fig.update_layout(
+        title={"text": title, "x": 0.01},
+        template="plotly_white",
+        height=HEIGHT,
+        margin={"l": 70, "r": 30, "t": 60, "b": 60},
+        legend={"orientation": "h", "y": -0.18},
+    )
+    fig.update_xaxes(title_text=x)
+    fig.update_yaxes(title_text=y)
+    if logx is not None:
+        fig.update_xaxes(type="log" if logx else "linear")
+    if logy is not None:
+        fig.update_yaxes(type="log" if logy else "linear")
+    return fig
+
+
+def _band(
+    fig: go.Figure,
+    x: np.ndarray,
+    pred: Any,
+    color: str,
+    name: str,
+    showlegend: bool = True,
+    **where: Any,
+) -> None:
+    """A line with a shaded interval: lower bound, upper bound filled to it, then the value."""
+    group = name
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=pred.lo,
+            mode="lines",
+            line={"width": 0},
+            hoverinfo="skip",
+            showlegend=False,
+            legendgroup=group,
+        ),
+        **where,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=pred.hi,
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor=_rgba(color, 0.18),
+            hoverinfo="skip",
+            name=f"{pred.level:.0%} {pred.kind} interval",
+            showlegend=False,
+            legendgroup=group,
+        ),
+        **where,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=pred.value,
+            mode="lines",
+            line={"color": color, "width": 2},
+            name=name,
+            legendgroup=group,
+            showlegend=showlegend,
+        ),
+        **where,
+    )
+
+
+def _marker(view: SourceView, i: int, values: np.ndarray, label: str, single: bool) -> dict:
+    """Markers coloured by ``values`` (log10) for one source, by source colour otherwise."""
+    if single:
+        return {
+            "size": 7,
+            "color": np.log10(values),
+            "colorscale": "Viridis",
+            "showscale": True,
+            "colorbar": {"title": {"text": label}, "thickness": 12},
+            "opacity": 0.85,
+        }
+    return {"size": 7, "color": _color(i), "opacity": 0.8}
+
+
+def _hover(df: Any) -> list[str]:
+    cols = [c for c in ("run_id", "n_params", "tokens", "compute", "loss") if c in df.columns]
+    out = []
+    for row in df[cols].itertuples(index=False):
+        parts = []
+        for c, v in zip(cols, row, strict=True):
+            parts.append(f"{c}={v}" if isinstance(v, str) else f"{c}={v:.4g}")
+        out.append("<br>".join(parts))
+    return out
+
+
+def _fitted(views: list[SourceView]) -> list[tuple[int, SourceView, StoredFit]]:
+    return [(i, v, v.fit) for i, v in enumerate(views) if v.fit is not None]
+
+
+def _compute_grid(fit: StoredFit, planned: list[Planned]) -> np.ndarray:
+    top = max([fit.data["max_compute"], *[p.total_compute for p in planned]])
+    return np.geomspace(fit.data["min_compute"] / 2, top * 2, GRID)
+
+
+def _planned_point(fit: StoredFit, p: Planned) -> tuple[float, float, Any] | None:
+    """(N, C, loss prediction) of a planned size under ``fit`` (N is N_opt for a budget)."""
+    variables = fit.law.variables
+    if p.compute is not None:
+        if variables not in (("n_params", "tokens"), ("compute",)):
+            return None
+        n = float(fit.allocation.n_opt(p.compute).value) if fit.allocation else math.nan
+        return n, float(p.compute), fit.boot.predict(compute=p.compute)
+    n, d = float(p.n_params), float(p.tokens)
+    inputs = {"n_params": n, "tokens": d, "compute": 6.0 * n * d}
+    return n, inputs["compute"], fit.boot.predict(**{v: inputs[v] for v in variables})
+
+
+def _add_planned(
+    fig: go.Figure, fit: StoredFit, planned: list[Planned], axis: str, color: str, label: str
+) -> None:
+    xs, ys, lo, hi, names = [], [], [], [], []
+    for p in planned:
+        point = _planned_point(fit, p)
+        if point is None:
+            continue
+        x = point[0] if axis == "n_params" else point[1]
+        if not math.isfinite(x):
+            continue
+        pred = point[2]
+        xs.append(x)
+        ys.append(pred.value)
+        lo.append(pred.value - pred.lo)
+        hi.append(pred.hi - pred.value)
+        names.append(f"{p.name}: loss {pred.value:.4g} [{pred.lo:.4g}, {pred.hi:.4g}]")
+    if xs:
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers",
+                name=f"planned ({label})",
+                marker={
+                    "symbol": "diamond",
+                    "size": 11,
+                    "color": color,
+                    "line": {"width": 1, "color": "black"},
+                },
+                error_y={"type": "data", "array": hi, "arrayminus": lo, "color": color},
+                text=names,
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+
+
+def _extrapolation_marks(fig: go.Figure, fits: list[tuple[int, SourceView, StoredFit]]) -> None:
+    """Dotted lines at the largest fitted compute and 1000x beyond it (where predict warns)."""
+    if not fits:
+        return
+    top = max(fit.data["max_compute"] for _, _, fit in fits)
+    for x, color, text in (
+        (top, "grey", "largest fitted C"),
+        (top * 1000, "firebrick", "1000× beyond"),
+    ):
+        fig.add_vline(x=x, line_dash="dot", line_color=color)
+        # Annotations on a log axis take log10 coordinates (add_vline's own would not).
+        fig.add_annotation(
+            x=math.log10(x),
+            xref="x",
+            y=1.0,
+            yref="paper",
+            text=text,
+            showarrow=False,
+            xanchor="right",
+            yanchor="top",
+            font={"color": color, "size": 11},
+        )
+
+
+# ---- panels ----------------------------------------------------------------------------------
+def curves(views: list[SourceView], definition: DashboardDefinition, x: str) -> Made:
+    """Validation loss of every run against tokens seen (``x="tokens"``) or compute."""
+    have = [v for v in views if v.table.curves is not None]
+    if not have:
+        raise NoData(
+            "no training curves: the sources hold final losses only (curves come "
+            "from MLflow val/loss histories, or CSV columns run_id and tokens_seen)"
+        )
+    column = "tokens_seen" if x == "tokens" else "compute"
+    fig = go.Figure()
+    dashes = ["solid", "dash", "dot", "dashdot"]
+    for k, view in enumerate(have):
+        c = view.table.curves
+        log_n = np.log10(c["n_params"].to_numpy(dtype=float))
+        lo, hi = float(log_n.min()), float(log_n.max())
+        for run_id, g in c.groupby("run_id", sort=False):
+            ln = math.log10(float(g["n_params"].iloc[0]))
+            color = sample_colorscale("Viridis", [(ln - lo) / (hi - lo) if hi > lo else 0.5])[0]
+            fig.add_trace(
+                go.Scatter(
+                    x=g[column],
+                    y=g["loss"],
+                    mode="lines",
+                    line={"color": color, "width": 1.5, "dash": dashes[k % len(dashes)]},
+                    name=f"{view.label}: {run_id}",
+                    showlegend=False,
+                    hovertemplate=(
+                        f"{view.label}<br>run {run_id}<br>N={10**ln:.3g}<br>"
+                        f"{column}=%{{x:.3g}}<br>loss=%{{y:.4f}}<extra></extra>"
+                    ),
+                )
+            )
+        # An invisible marker carries the colour bar for log10 N.
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                hoverinfo="skip",
+                showlegend=False,
+                marker={
+                    "colorscale": "Viridis",
+                    "cmin": lo,
+                    "cmax": hi,
+                    "color": [lo],
+                    "showscale": k == 0,
+                    "colorbar": {"title": {"text": "log10 N"}, "thickness": 12},
+                },
+            )
+        )
+    title = (
+        "Validation loss against tokens seen"
+        if x == "tokens"
+        else "Validation loss against compute"
+    )
+    xlabel = "tokens seen (tokens)" if x == "tokens" else "compute 6·N·tokens seen (FLOPs)"
+    return [(title, _layout(fig, title, xlabel, LOSS, logy=True))]
+
+
+def loss_against(views: list[SourceView], definition: DashboardDefinition, variable: str) -> Made:
+    """Final loss of every run against N or C, with the fitted law and its prediction band
+    carried out to the planned sizes."""
+    fig = go.Figure()
+    single = len(views) == 1
+    column = "n_params" if variable == "n_params" else "compute"
+    drew_law = False
+    for i, view in enumerate(views):
+        runs = view.table.runs
+        if column not in runs.columns:
+            continue
+        color_by = runs["compute"] if variable == "n_params" else runs["n_params"]
+        color_label = "log10 C" if variable == "n_params" else "log10 N"
+        fig.add_trace(
+            go.Scatter(
+                x=runs[column],
+                y=runs["loss"],
+                mode="markers",
+                name=f"{view.label}: runs",
+                marker=_marker(view, i, color_by.to_numpy(dtype=float), color_label, single),
+                text=_hover(runs),
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+        fit = view.fit
+        if fit is None:
+            continue
+        variables = fit.law.variables
+        color = "#d62728" if single else _color(i)
+        grid = _compute_grid(fit, definition.planned)
+        if variable == "compute" and variables in (("n_params", "tokens"), ("compute",)):
+            _band(
+                fig,
+                grid,
+                fit.boot.predict(compute=grid),
+                color,
+                f"{view.label}: {fit.law_key} law"
+                + (", compute-optimal" if len(variables) == 2 else ""),
+            )
+            drew_law = True
+        elif variable == "n_params" and variables == ("n_params", "tokens"):
+            n_opt, _ = fit.law.optimal_allocation(grid)
+            _band(
+                fig,
+                n_opt,
+                fit.boot.predict(compute=grid),
+                color,
+                f"{view.label}: {fit.law_key} law at the compute-optimal D",
+            )
+            drew_law = True
+        elif variable == "n_params" and variables == ("n_params",):
+            planned_n = [p.n_params for p in definition.planned if p.n_params]
+            top = max([fit.data["max_n_params"], *planned_n])
+            n = np.geomspace(float(runs["n_params"].min()) / 2, top * 2, GRID)
+            _band(fig, n, fit.boot.predict(n_params=n), color, f"{view.label}: params law")
+            drew_law = True
+        _add_planned(fig, fit, definition.planned, variable, color, view.label)
+    if not fig.data:
+        raise NoData(f"no source has a '{column}' column")
+    if variable == "compute":
+        _extrapolation_marks(fig, _fitted(views))
+        title = "Final loss against compute"
+    else:
+        title = "Final loss against model size"
+    if not drew_law:
+        title += " (the fitted law has no curve in this variable)"
+    xlabel = COMPUTE if variable == "compute" else PARAMS
+    return [(title, _layout(fig, title, xlabel, LOSS, logy=True))]
+
+
+def _budget_of(runs: Any, alloc: Any, budget_column: str | None) -> np.ndarray:
+    """The IsoFLOP budget (one of ``alloc.points.compute``) of each run, or NaN."""
+    budgets = alloc.points["compute"].to_numpy(dtype=float)
+    values = runs[budget_column] if budget_column else runs["compute"]
+    values = values.to_numpy(dtype=float)
+    distance = np.abs(np.log(values[:, None]) - np.log(budgets[None, :]))
+    nearest = distance.argmin(axis=1)
+    # Runs farther than a factor 1.5 from every budget with a minimum are not on a profile.
+    return np.where(distance.min(axis=1) < math.log(1.5), budgets[nearest], np.nan)
+
+
+def isoflop(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """IsoFLOP profiles: loss against N at each budget, the fitted parabolas and minima."""
+    have = [(i, v) for i, v in enumerate(views) if v.isoflop is not None]
+    if not have:
+        raise NoData("no source has IsoFLOP profiles with interior minima at two or more budgets")
+    fig = go.Figure()
+    symbols = ["circle", "square", "triangle-up", "x"]
+    for k, (_, view) in enumerate(have):
+        alloc, runs = view.isoflop, view.table.runs
+        budget = _budget_of(runs, alloc, view.source.budget_column)
+        points = alloc.points.sort_values("compute")
+        colors = sample_colorscale("Viridis", list(np.linspace(0, 0.9, len(points))))
+        for color, row in zip(colors, points.itertuples(index=False), strict=True):
+            on = runs[budget == row.compute]
+            name = f"{view.label}: C={row.compute:.2g}"
+            fig.add_trace(
+                go.Scatter(
+                    x=on["n_params"],
+                    y=on["loss"],
+                    mode="markers",
+                    name=name,
+                    legendgroup=name,
+                    marker={"color": color, "size": 7, "symbol": symbols[k % len(symbols)]},
+                    text=_hover(on),
+                    hovertemplate="%{text}<extra></extra>",
+                )
+            )
+            log_n = np.log(on["n_params"].to_numpy(dtype=float))
+            x = np.linspace(log_n.min(), log_n.max(), 60)
+            parabola = row.loss + 0.5 * row.curvature * (x - math.log(row.n_params)) ** 2
+            fig.add_trace(
+                go.Scatter(
+                    x=np.exp(x),
+                    y=parabola,
+                    mode="lines",
+                    legendgroup=name,
+                    line={"color": color, "width": 1.5},
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=points["n_params"],
+                y=points["loss"],
+                mode="markers+lines",
+                name=f"{view.label}: minima N*(C)",
+                line={"color": "black", "dash": "dot", "width": 1},
+                marker={
+                    "symbol": "star",
+                    "size": 13,
+                    "color": "gold",
+                    "line": {"width": 1, "color": "black"},
+                },
+                text=[
+                    f"C={c:.3g}<br>N*={n:.3g}<br>loss={v:.4f}"
+                    for c, n, v in zip(
+                        points["compute"], points["n_params"], points["loss"], strict=True
+                    )
+                ],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    title = "IsoFLOP profiles: loss against N at fixed compute, with parabola fits and minima"
+    return [(title, _layout(fig, title, PARAMS, LOSS))]
+
+
+def frontier(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """Compute-optimal N_opt(C) and D_opt(C) from each approach, with intervals."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.1,
+        subplot_titles=("N_opt(C): compute-optimal parameters", "D_opt(C): compute-optimal tokens"),
+    )
+    drew = False
+    for i, view in enumerate(views):
+        color = _color(i)
+        c = view.table.runs["compute"].to_numpy(dtype=float)
+        top = max([c.max(), *[p.total_compute for p in definition.planned]])
+        grid = np.geomspace(c.min() / 2, top * 2, GRID)
+        fit = view.fit
+        if fit is not None and fit.allocation is not None:
+            alloc = fit.allocation
+            for col, pred in ((1, alloc.n_opt(grid)), (2, alloc.tokens_opt(grid))):
+                _band(
+                    fig,
+                    grid,
+                    pred,
+                    color,
+                    f"{view.label}: from the {fit.law_key} fit",
+                    showlegend=col == 1,
+                    row=1,
+                    col=col,
+                )
+            drew = True
+        for approach, alloc, dash in (
+            ("IsoFLOP minima", view.isoflop, "dash"),
+            ("training-curve envelope", view.envelope, "dot"),
+        ):
+            if alloc is None:
+                continue
+            for col, pred in ((1, alloc.n_opt(grid)), (2, alloc.tokens_opt(grid))):
+                fig.add_trace(
+                    go.Scatter(
+                        x=grid,
+                        y=pred.value,
+                        mode="lines",
+                        name=f"{view.label}: {approach}",
+                        line={"color": color, "dash": dash},
+                        legendgroup=f"{i}{approach}",
+                        showlegend=col == 1,
+                    ),
+                    row=1,
+                    col=col,
+                )
+            if approach == "IsoFLOP minima":
+                pts = alloc.points
+                for col, ycol in ((1, "n_params"), (2, "tokens")):
+                    fig.add_trace(
+                        go.Scatter(
+                            x=pts["compute"],
+                            y=pts[ycol],
+                            mode="markers",
+                            showlegend=False,
+                            legendgroup=f"{i}{approach}",
+                            marker={"color": color, "symbol": "star", "size": 10},
+                        ),
+                        row=1,
+                        col=col,
+                    )
+            drew = True
+    if not drew:
+        raise NoData(
+            "no compute-optimal allocation: needs a law of N and D (chinchilla or "
+            "kaplan), IsoFLOP profiles, or training curves"
+        )
+    title = "Compute-optimal frontier: N_opt(C) and D_opt(C) with intervals"
+    _layout(fig, title, COMPUTE, PARAMS, logy=True)
+    fig.update_yaxes(title_text=TOKENS, row=1, col=2)
+    return [(title, fig)]
+
+
+def residuals(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """ln(observed/fitted loss) of every fitted point against compute."""
+    fits = _fitted(views)
+    if not fits:
+        raise NoData("no fitted law")
+    fig = go.Figure()
+    single = len(views) == 1
+    for i, view, fit in fits:
+        points = view.table.fit_points(fit.exclude_before)
+        law = fit.law
+        predicted = law.predict(**{v: points[v].to_numpy(dtype=float) for v in law.variables})
+        r = np.log(points["loss"].to_numpy(dtype=float)) - np.log(predicted)
+        fig.add_trace(
+            go.Scatter(
+                x=points["compute"],
+                y=r,
+                mode="markers",
+                name=f"{view.label} ({fit.law_key})",
+                marker=_marker(
+                    view,
+                    i,
+                    points["n_params"].to_numpy(dtype=float)
+                    if "n_params" in points
+                    else points["compute"].to_numpy(dtype=float),
+                    "log10 N",
+                    single,
+                ),
+                text=_hover(points),
+                hovertemplate="%{text}<br>residual=%{y:.4f}<extra></extra>",
+            )
+        )
+    fig.add_hline(y=0.0, line_color="grey")
+    title = "Residuals of the fitted law"
+    return [(title, _layout(fig, title, COMPUTE, "log residual ln(L_observed / L_fitted)"))]
+
+
+def backtest(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """Relative error of predictions for held-out runs against the extrapolation ratio."""
+    have = [(i, v) for i, v in enumerate(views) if v.backtest is not None]
+    if not have:
+        raise NoData("no backtest (needs runs spanning more than the smallest ratio)")
+    fig = go.Figure()
+    symbols = ["circle", "square", "diamond", "triangle-up", "x"]
+    for k, (i, view) in enumerate(have):
+        table = view.backtest.runs
+        for j, (law, g) in enumerate(table.groupby("law", sort=False)):
+            ratio = g["compute"] / g["cut"]
+            truth = g["loss"]
+            fig.add_trace(
+                go.Scatter(
+                    x=ratio,
+                    y=100 * g["rel_error"],
+                    mode="markers",
+                    name=f"{view.label}: {law}",
+                    marker={
+                        "color": _color(j if len(have) == 1 else i),
+                        "size": 7,
+                        "symbol": symbols[(j + k) % len(symbols)],
+                        "opacity": 0.8,
+                    },
+                    error_y={
+                        "type": "data",
+                        "array": 100 * (g["hi"] - g["predicted"]) / truth,
+                        "arrayminus": 100 * (g["predicted"] - g["lo"]) / truth,
+                        "thickness": 1,
+                    },
+                    text=[
+                        f"cut C_max/{f:g}<br>C={c:.3g}<br>loss {t:.4f}, predicted {p:.4f}"
+                        for f, c, t, p in zip(
+                            g["factor"], g["compute"], truth, g["predicted"], strict=True
+                        )
+                    ],
+                    hovertemplate="%{text}<br>error %{y:.2f}%<extra></extra>",
+                )
+            )
+    fig.add_hline(y=0.0, line_color="grey")
+    title = (
+        "Backtest: error predicting held-out runs from runs below C_max/ratio "
+        f"(ratios {', '.join(f'{r:g}' for r in definition.backtest.ratios)})"
+    )
+    return [
+        (
+            title,
+            _layout(
+                fig,
+                title,
+                "extrapolation ratio C / C_cut (×)",
+                "relative error of the predicted loss (%)",
+            ),
+        )
+    ]
+
+
+def _studies(views: list[SourceView]) -> list[SourceView]:
+    have = [v for v in views if v.studies]
+    if not have:
+        raise NoData("no Optuna study (give --study, or optuna: in the definition)")
+    return have
+
+
+def _study_title(base: str, view: SourceView, study: Any, many_views: bool) -> str:
+    title = f"{base}: study {study.study_name}"
+    return f"{title} ({view.label})" if many_views else title
+
+
+def optuna_history(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """Optuna's optimisation history: every study of a source (a sweep's cells) in one plot."""
+    from optuna.visualization import plot_optimization_history
+
+    have = _studies(views)
+    out = []
+    for view in have:
+        names = ", ".join(s.study_name for s in view.studies[:3])
+        more = len(view.studies) - 3
+        names += f" and {more} more" if more > 0 else ""
+        title = f"Optimisation history: {names}" + (f" ({view.label})" if len(have) > 1 else "")
+        fig = plot_optimization_history(view.studies if len(view.studies) > 1 else view.studies[0])
+        out.append(
+            (
+                title,
+                _layout(
+                    fig, title, "trial number", view.optuna.objective_label, logx=None, logy=None
+                ),
+            )
+        )
+    return out
+
+
+def optuna_importances(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """Optuna's hyperparameter importances (fANOVA), one plot per study."""
+    from optuna.visualization import plot_param_importances
+
+    out, reasons = [], []
+    have = _studies(views)
+    for view in have:
+        for study in view.studies:
+            try:
+                fig = plot_param_importances(study)
+            except (ValueError, RuntimeError) as err:
+                reasons.append(f"{study.study_name}: {err}")
+                continue
+            if not fig.data:
+                reasons.append(
+                    f"{study.study_name}: fewer than two finished trials with varied parameters"
+                )
+                continue
+            title = _study_title("Hyperparameter importances", view, study, len(have) > 1)
+            out.append(
+                (
+                    title,
+                    _layout(
+                        fig,
+                        title,
+                        "importance (share of objective variance)",
+                        "hyperparameter",
+                        logx=None,
+                        logy=None,
+                    ),
+                )
+            )
+    if not out:
+        raise NoData("; ".join(reasons))
+    return out
+
+
+def optuna_intermediate(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """Intermediate values each trial reported to the pruner, one plot per study."""
+    from optuna.visualization import plot_intermediate_values
+
+    out = []
+    have = _studies(views)
+    for view in have:
+        for study in view.studies:
+            if not any(t.intermediate_values for t in study.trials):
+                continue
+            title = _study_title(
+                "Intermediate values reported to the pruner", view, study, len(have) > 1
+            )
+            fig = plot_intermediate_values(study)
+            out.append(
+                (
+                    title,
+                    _layout(
+                        fig,
+                        title,
+                        view.optuna.step_label,
+                        view.optuna.objective_label,
+                        logx=None,
+                        logy=None,
+                    ),
+                )
+            )
+    if not out:
+        raise NoData("no trial reported intermediate values")
+    return out
+
+
+PANELS: dict[str, Callable[[list[SourceView], DashboardDefinition], Made]] = {
+    "curves_tokens": lambda v, d: curves(v, d, "tokens"),
+    "curves_compute": lambda v, d: curves(v, d, "compute"),
+    "loss_vs_params": lambda v, d: loss_against(v, d, "n_params"),
+    "loss_vs_compute": lambda v, d: loss_against(v, d, "compute"),
+    "isoflop": isoflop,
+    "frontier": frontier,
+    "residuals": residuals,
+    "backtest": backtest,
+    "optuna_history": optuna_history,
+    "optuna_importances": optuna_importances,
+    "optuna_intermediate": optuna_intermediate,
+}

@@ -1,0 +1,763 @@
+"""Fit records: fit the runs of a sweep once, store the result, answer later queries from it.
+
+A :class:`StoredFit` holds everything a query needs without refitting: the fitted law with its
+bootstrap samples and residuals (``BootstrapResult``), the compute-optimal allocation of a law
+of N and D, and the range of the fitted data (for extrapolation warnings).
+
+``scalelab fit`` stores it twice:
+
+- as an MLflow run of the experiment, tagged ``kind=fit`` (parameters and intervals as metrics,
+  artifacts ``fit.json``, ``law.json``, ``parameters.csv`` and the dashboard), so a user finds
+  it in the MLflow UI and ``--fit RUN_ID`` reaches it from anywhere;
+- as JSON in ``<workspace>/fits/``, so ``scalelab predict --experiment NAME`` reads one small
+  file instead of importing MLflow (about a second on its own).
+
+Only the MLflow functions import MLflow, inside their bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from scalelab.analysis import (
+    AllocationFit,
+    BootstrapResult,
+    Law,
+    Prediction,
+    bootstrap,
+    compute_optimal,
+    fit_law,
+    load_epoch_chinchilla,
+    load_runs_csv,
+    load_runs_mlflow,
+)
+from scalelab.workspace import Workspace
+
+# The CLI's law names and the analysis law each one fits.
+LAWS: dict[str, str] = {
+    "chinchilla": "chinchilla",  # E + A·N^-alpha + B·D^-beta (Hoffmann et al. 2022)
+    "compute": "power_law:compute",  # E + A·C^-alpha (GPT-4 technical report, Fig. 1)
+    "params": "power_law:n_params",
+    "tokens": "power_law:tokens",
+    "kaplan": "kaplan",  # Kaplan et al. (2020), eq. 1.5
+}
+DEFAULT_LAW = "chinchilla"
+# Past this factor beyond the largest fitted compute a prediction is flagged as extrapolating.
+EXTRAPOLATION_WARN = 1000.0
+FIT_TAG = "kind"
+FIT_TAG_VALUE = "fit"
+FIT_ARTIFACT = "fit.json"
+SCHEMA_VERSION = 1
+FLOPS_PER_PARAM_TOKEN = 6.0
+CsvFormat = Literal["runs", "epoch_chinchilla"]
+CURVE_METRIC = "val/loss"
+
+_SYMBOL = {"n_params": "N", "tokens": "D", "compute": "C"}
+_FLAG = {"n_params": "--params", "tokens": "--tokens", "compute": "--compute"}
+
+
+def check_law(law: str) -> str:
+    """``law`` if it is one of :data:`LAWS`, else ``ValueError`` naming the choices."""
+    if law not in LAWS:
+        raise ValueError(f"--law must be one of {', '.join(LAWS)}; got {law!r}")
+    return law
+
+
+# ---- the runs of a source -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunTable:
+    """The runs of one source: final losses (one row per run) and, when known, their curves.
+
+    ``curves`` has one row per validation checkpoint: ``run_id``, ``n_params``, ``tokens`` (the
+    run's budget), ``tokens_seen``, ``compute`` (6·N·tokens_seen) and ``loss``.
+    """
+
+    source: str
+    runs: pd.DataFrame
+    curves: pd.DataFrame | None = None
+
+    def fingerprint(self, exclude_before: float | None = None) -> str:
+        """SHA-256 of the data a fit reads (the curves too when checkpoints are fitted)."""
+        digest = hashlib.sha256()
+        frames = [self.runs] if exclude_before is None else [self.runs, self.curves]
+        for frame in frames:
+            if frame is None:
+                continue
+            cols = [
+                c
+                for c in ("run_id", "n_params", "tokens", "tokens_seen", "compute", "loss")
+                if c in frame.columns
+            ]
+            table = frame[cols].sort_values(cols, ignore_index=True)
+            digest.update(table.to_csv(index=False, float_format="%.12g").encode())
+        return digest.hexdigest()
+
+    def select(self, corpus: str | None = None, tokenizer: str | None = None) -> RunTable:
+        """Keep the runs of one corpus and tokenizer; refuse a mix when none is chosen.
+
+        Losses are comparable only between runs on the same corpus with the same tokenizer.
+        """
+        runs = self.runs
+        for column, wanted in (("corpus", corpus), ("tokenizer", tokenizer)):
+            if wanted is None:
+                continue
+            if column not in runs.columns:
+                raise ValueError(
+                    f"--{column} given but the runs of {self.source} have no {column} tag"
+                )
+            runs = runs[runs[column] == wanted]
+            if runs.empty:
+                raise ValueError(f"no run of {self.source} has {column} {wanted!r}")
+        present = [c for c in ("corpus", "tokenizer") if c in runs.columns]
+        if present:
+            pairs = runs[present].drop_duplicates().dropna()
+            if len(pairs) > 1:
+                listed = "; ".join(
+                    ", ".join(f"{c}={row[c]}" for c in present)
+                    for _, row in pairs.head(4).iterrows()
+                )
+                raise ValueError(
+                    f"{self.source} mixes {len(pairs)} corpus/tokenizer pairs "
+                    f"({listed}); losses compare only within one: choose with "
+                    "--corpus and --tokenizer"
+                )
+        curves = self.curves
+        if curves is not None and "run_id" in runs.columns:
+            curves = curves[curves["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+        return RunTable(self.source, runs.reset_index(drop=True), curves)
+
+    def fit_points(self, exclude_before: float | None = None) -> pd.DataFrame:
+        """The rows a law is fitted to.
+
+        Final losses by default. With ``exclude_before = f`` every validation checkpoint at or
+        after the fraction ``f`` of its run's tokens becomes a point at D = tokens seen (the
+        bootstrap then resamples whole runs, since checkpoints of one run are not independent).
+        """
+        if exclude_before is None:
+            return self.runs
+        if not 0.0 <= exclude_before < 1.0:
+            raise ValueError(f"--exclude-before must be a fraction in [0, 1); got {exclude_before}")
+        if self.curves is None or self.curves.empty:
+            raise ValueError(
+                f"--exclude-before fits checkpoints, but {self.source} has final "
+                "losses only (no training curves)"
+            )
+        c = self.curves
+        keep = (c["tokens_seen"] >= exclude_before * c["tokens"]) & (c["tokens_seen"] > 0)
+        points = c[keep].assign(
+            tokens=lambda d: d["tokens_seen"],
+            compute=lambda d: FLOPS_PER_PARAM_TOKEN * d["n_params"] * d["tokens_seen"],
+        )
+        cols = [
+            k
+            for k in ("run_id", "step", "tokens_seen", "n_params", "tokens", "compute", "loss")
+            if k in points.columns
+        ]
+        return points[cols].reset_index(drop=True)
+
+
+def _curves_from_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Normalise a checkpoint table: ``tokens_seen`` (from ``step`` if needed) and ``tokens``."""
+    df = df.copy()
+    if "tokens_seen" not in df.columns:
+        if "tokens" not in df.columns:
+            raise ValueError("a table of checkpoints needs 'tokens_seen', or 'step' and 'tokens'")
+        last = df.groupby("run_id")["step"].transform("max")
+        df["tokens_seen"] = df["tokens"] * df["step"] / last
+    final_seen = df.groupby("run_id")["tokens_seen"].transform("max")
+    if "tokens" not in df.columns:
+        df["tokens"] = final_seen
+    df["tokens"] = df["tokens"].fillna(final_seen)
+    df["compute"] = FLOPS_PER_PARAM_TOKEN * df["n_params"] * df["tokens_seen"]
+    return df.sort_values(["run_id", "tokens_seen"], ignore_index=True)
+
+
+def read_csv_table(
+    path: str | os.PathLike[str],
+    *,
+    format: CsvFormat = "runs",
+    rename: dict[str, str] | None = None,
+    query: str | None = None,
+) -> RunTable:
+    """Runs from a CSV file in the project vocabulary (or Epoch AI's Chinchilla table).
+
+    ``rename`` maps the file's columns to the vocabulary and ``query`` (``DataFrame.query``)
+    selects rows. A file with ``run_id`` and ``step`` or ``tokens_seen`` columns holds training
+    curves: each run's last checkpoint is its final loss.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no CSV file {path}")
+    if format == "epoch_chinchilla":
+        df = load_epoch_chinchilla(path)
+    elif format == "runs":
+        df = load_runs_csv(path, rename=rename)
+    else:
+        raise ValueError(f"CSV format must be 'runs' or 'epoch_chinchilla'; got {format!r}")
+    if query:
+        try:
+            df = df.query(query)
+        except Exception as err:  # pandas raises many types for a bad expression
+            raise ValueError(f"{path}: bad query {query!r}: {err}") from err
+        if df.empty:
+            raise ValueError(f"{path}: no row matches {query!r}")
+    df = df.reset_index(drop=True)
+    is_curves = "run_id" in df.columns and ({"step", "tokens_seen"} & set(df.columns))
+    if not is_curves:
+        return RunTable(str(path), df)
+    curves = _curves_from_rows(df)
+    last = curves.groupby("run_id")["tokens_seen"].idxmax()
+    runs = curves.loc[last].drop(columns=[c for c in ("step", "tokens_seen") if c in curves])
+    runs = runs.assign(compute=FLOPS_PER_PARAM_TOKEN * runs["n_params"] * runs["tokens"])
+    return RunTable(str(path), runs.reset_index(drop=True), curves)
+
+
+def _tokens_at_steps(
+    val_steps: np.ndarray, seen: list[tuple[int, float]], tokens: float
+) -> np.ndarray:
+    """Tokens seen at the validation steps, from the ``tokens_seen`` history.
+
+    Training logs ``tokens_seen`` every few steps, not at the validation steps, and the tokens
+    per step are constant, so a straight line through the history gives it at any step.
+    """
+    steps = np.array([s for s, _ in seen], dtype=float)
+    values = np.array([v for _, v in seen], dtype=float)
+    if len(np.unique(steps)) >= 2:
+        slope, intercept = np.polyfit(steps, values, 1)
+        out = intercept + slope * val_steps
+    elif len(steps) == 1 and steps[0] > 0:
+        out = values[0] * val_steps / steps[0]
+    else:
+        out = tokens * val_steps / max(float(val_steps.max()), 1.0)
+    return np.clip(out, 0.0, tokens)
+
+
+def read_mlflow_table(experiment: str, workspace: Workspace, *, curves: bool = False) -> RunTable:
+    """The runs of an MLflow experiment (runs with a final ``loss``), with their
+    ``val/loss`` curves when ``curves``."""
+    runs = load_runs_mlflow(experiment, workspace.tracking_uri)
+    if not curves:
+        return RunTable(f"experiment {experiment}", runs)
+    from scalelab import tracking
+
+    client = tracking.client(workspace)
+    rows = []
+    for run in runs.itertuples(index=False):
+        history = client.get_metric_history(run.run_id, CURVE_METRIC)
+        if not history:
+            continue
+        seen = [(m.step, m.value) for m in client.get_metric_history(run.run_id, "tokens_seen")]
+        steps = np.array([m.step for m in history], dtype=float)
+        tokens_seen = _tokens_at_steps(steps, seen, float(run.tokens))
+        for m, t in zip(history, tokens_seen, strict=True):
+            rows.append(
+                {
+                    "run_id": run.run_id,
+                    "n_params": run.n_params,
+                    "tokens": run.tokens,
+                    "step": m.step,
+                    "tokens_seen": t,
+                    "loss": m.value,
+                }
+            )
+    table = None
+    if rows:
+        table = pd.DataFrame(rows)
+        table = table[table["tokens_seen"] > 0]
+        table["compute"] = FLOPS_PER_PARAM_TOKEN * table["n_params"] * table["tokens_seen"]
+        table = table.sort_values(["run_id", "step"], ignore_index=True)
+    return RunTable(f"experiment {experiment}", runs, table)
+
+
+# ---- the stored fit ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    """The answer to one query: its inputs, predictions with intervals, and warnings."""
+
+    question: str
+    inputs: dict[str, float]
+    outputs: dict[str, Prediction]
+    extrapolation: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "inputs": self.inputs,
+            "predictions": {k: v.to_dict() for k, v in self.outputs.items()},
+            "extrapolation": self.extrapolation
+            if math.isfinite(self.extrapolation)
+            else str(self.extrapolation),
+            "warnings": self.warnings,
+        }
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, one per predicted quantity."""
+        units = {
+            "loss": "nats/token",
+            "compute": "FLOPs",
+            "n_params": "parameters",
+            "tokens": "tokens",
+        }
+        given = ", ".join(f"{_SYMBOL.get(k, k)}={v:.4g}" for k, v in self.inputs.items())
+        out = [f"at {given}:"]
+        for name, p in self.outputs.items():
+            label = {"n_params": "N_opt", "tokens": "D_opt"}.get(name, name)
+            out.append(
+                f"  {label:>8} {p.value:.5g} {units.get(name, '')}  "
+                f"({p.level:.0%} {p.kind} interval {p.lo:.4g} to {p.hi:.4g})"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class StoredFit:
+    """A fitted law with its bootstrap, allocation and the range of the data it saw."""
+
+    experiment: str
+    law_key: str
+    boot: BootstrapResult
+    data: dict[str, Any]
+    allocation: AllocationFit | None = None
+    run_id: str | None = None
+    created: str = ""
+
+    @property
+    def law(self) -> Law:
+        return self.boot.fit.law
+
+    @property
+    def exclude_before(self) -> float | None:
+        return self.data.get("exclude_before")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "experiment": self.experiment,
+            "law_key": self.law_key,
+            "law": self.law.to_dict(),
+            "run_id": self.run_id,
+            "created": self.created,
+            "data": self.data,
+            "bootstrap": self.boot.to_dict(),
+            "allocation": None if self.allocation is None else self.allocation.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> StoredFit:
+        if payload.get("schema") != SCHEMA_VERSION:
+            raise ValueError(
+                f"fit record has schema {payload.get('schema')!r}; this version "
+                f"reads {SCHEMA_VERSION}: refit with scalelab fit"
+            )
+        alloc = payload.get("allocation")
+        return cls(
+            experiment=payload["experiment"],
+            law_key=payload["law_key"],
+            boot=BootstrapResult.from_dict(payload["bootstrap"]),
+            data=dict(payload["data"]),
+            allocation=None if alloc is None else AllocationFit.from_dict(alloc),
+            run_id=payload.get("run_id"),
+            created=payload.get("created", ""),
+        )
+
+    def param_table(self) -> pd.DataFrame:
+        """Estimate, interval and standard error of each law parameter."""
+        return self.boot.param_intervals()
+
+    def summary_lines(self) -> list[str]:
+        """The law, its parameters with intervals and the compute-optimal allocation."""
+        level = self.boot.level
+        lines = [
+            str(self.law),
+            f"  fitted to {self.data['n_points']} points from {self.data['n_runs']} runs "
+            f"({self.data['source']}), compute {self.data['min_compute']:.3g} to "
+            f"{self.data['max_compute']:.3g} FLOPs; {self.boot.n_resamples} bootstrap "
+            f"resamples, {self.boot.n_failed} failed",
+            f"  {'param':>8} {'estimate':>11}  {level:.0%} interval",
+        ]
+        for name, row in self.param_table().iterrows():
+            lines.append(f"  {name:>8} {row.estimate:11.5g}  [{row.lo:.5g}, {row.hi:.5g}]")
+        fit = self.boot.fit
+        lines.append(
+            f"  log-residual RMSE {fit.residuals['rmse']:.4g}, mean |relative error| "
+            f"{fit.residuals['mean_abs_rel']:.3%}"
+        )
+        if self.allocation is not None:
+            s = self.allocation.summary()
+            lines.append("  compute-optimal allocation (C = 6·N·D):")
+            lines.append(
+                f"    N_opt(C) = {self.allocation.n_coef:.4g}·C^{self.allocation.a:.4f}"
+                f"  (a in [{s.loc['a', 'lo']:.4f}, {s.loc['a', 'hi']:.4f}])"
+            )
+            lines.append(
+                f"    D_opt(C) = {self.allocation.d_coef:.4g}·C^{self.allocation.b:.4f}"
+                f"  (b in [{s.loc['b', 'lo']:.4f}, {s.loc['b', 'hi']:.4f}])"
+            )
+            at = self.allocation.at([self.data["max_compute"]]).iloc[0]
+            lines.append(
+                f"    at the largest fitted C = {at.compute:.3g}: N_opt {at.n_params:.3g}"
+                f", D_opt {at.tokens:.3g}, {at.tokens_per_param:.3g} tokens/parameter"
+            )
+        lines += [f"  warning: {w}" for w in self.boot.warnings]
+        return lines
+
+    def _extrapolation(self, variable: str, value: float) -> tuple[float, list[str]]:
+        top = float(self.data[f"max_{variable}"])
+        ratio = value / top if math.isfinite(value) else math.inf
+        if ratio > EXTRAPOLATION_WARN:
+            what = {"compute": "compute", "n_params": "N", "tokens": "D"}[variable]
+            return ratio, [
+                f"extrapolates {ratio:.3g}x past the largest fitted {what} "
+                f"({top:.3g}); the interval assumes the law still holds there"
+            ]
+        return ratio, []
+
+    def answer(
+        self,
+        *,
+        params: float | None = None,
+        tokens: float | None = None,
+        compute: float | None = None,
+        loss: float | None = None,
+        level: float | None = None,
+    ) -> Answer:
+        """Predict the loss of a model (``params``/``tokens``), the compute-optimal model and
+        its loss at ``compute``, or the compute needed to reach ``loss``."""
+        given = {
+            k: v
+            for k, v in (
+                ("n_params", params),
+                ("tokens", tokens),
+                ("compute", compute),
+                ("loss", loss),
+            )
+            if v is not None
+        }
+        if not given:
+            raise ValueError("give --params and --tokens, --compute, or --loss")
+        for name, value in given.items():
+            if not (math.isfinite(value) and value > 0):
+                flag = _FLAG.get(name, "--loss")
+                raise ValueError(f"{flag} must be positive and finite; got {value:g}")
+        law = self.law
+        variables = law.variables
+        outputs: dict[str, Prediction] = {}
+        if loss is not None:
+            if len(given) > 1:
+                raise ValueError("--loss cannot be combined with --params, --tokens or --compute")
+            if variables not in (("n_params", "tokens"), ("compute",)):
+                raise ValueError(
+                    f"the {self.law_key} law is a law of {_SYMBOL[variables[0]]} "
+                    "alone: it cannot tell the compute a loss needs"
+                )
+            outputs["compute"] = self.boot.compute_for_loss(loss, level=level)
+            needed = float(outputs["compute"].value)
+            if self.allocation is not None and math.isfinite(needed):
+                outputs["n_params"] = self.allocation.n_opt(needed, level=level)
+                outputs["tokens"] = self.allocation.tokens_opt(needed, level=level)
+            ratio, warnings = self._extrapolation("compute", needed)
+            if not math.isfinite(needed):
+                warnings = [
+                    f"loss {loss:g} is at or below the law's floor "
+                    f"{law.asymptote():.4g}: no compute reaches it"
+                ]
+            return Answer("compute_for_loss", {"loss": loss}, outputs, ratio, warnings)
+        if compute is not None:
+            if params is not None or tokens is not None:
+                raise ValueError("give --compute alone, or --params with --tokens; not both")
+            if variables not in (("n_params", "tokens"), ("compute",)):
+                raise ValueError(
+                    f"the {self.law_key} law is a law of {_SYMBOL[variables[0]]}: "
+                    f"give {_FLAG[variables[0]]}"
+                )
+            if self.allocation is not None:
+                outputs["n_params"] = self.allocation.n_opt(compute, level=level)
+                outputs["tokens"] = self.allocation.tokens_opt(compute, level=level)
+            outputs["loss"] = self.boot.predict(compute=compute, level=level)
+            ratio, warnings = self._extrapolation("compute", compute)
+            return Answer("compute_optimal", {"compute": compute}, outputs, ratio, warnings)
+        if variables == ("compute",):
+            raise ValueError("the compute law is a law of C: give --compute")
+        missing = [_FLAG[v] for v in variables if v not in given]
+        extra = [_FLAG[v] for v in given if v not in variables]
+        if missing or extra:
+            needs = " and ".join(_FLAG[v] for v in variables)
+            raise ValueError(
+                f"the {self.law_key} law needs {needs}"
+                + (f"; {', '.join(extra)} does not apply" if extra else "")
+            )
+        inputs = {v: float(given[v]) for v in variables}
+        outputs["loss"] = self.boot.predict(**inputs, level=level)
+        if variables == ("n_params", "tokens"):
+            c = FLOPS_PER_PARAM_TOKEN * inputs["n_params"] * inputs["tokens"]
+            inputs["compute"] = c
+            ratio, warnings = self._extrapolation("compute", c)
+        else:
+            ratio, warnings = self._extrapolation(variables[0], inputs[variables[0]])
+        return Answer("loss", inputs, outputs, ratio, warnings)
+
+
+def fit_table(
+    table: RunTable,
+    *,
+    experiment: str,
+    law: str = DEFAULT_LAW,
+    exclude_before: float | None = None,
+    n_resamples: int = 200,
+    level: float = 0.9,
+    seed: int = 0,
+    n_jobs: int = 2,
+) -> StoredFit:
+    """Fit ``law`` (a key of :data:`LAWS`) to the runs, bootstrap it and allocate compute."""
+    check_law(law)
+    points = table.fit_points(exclude_before)
+    try:
+        fit = fit_law(points, LAWS[law])
+        boot = bootstrap(
+            fit, points, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs
+        )
+    except RuntimeError as err:  # the optimiser failed on these data: report it, not a crash
+        raise ValueError(f"the {law} fit to {table.source} failed: {err}") from err
+    allocation = compute_optimal(boot) if fit.law.variables == ("n_params", "tokens") else None
+    runs = table.runs
+    data = {
+        "source": table.source,
+        "fingerprint": table.fingerprint(exclude_before),
+        "exclude_before": exclude_before,
+        "n_runs": int(runs["run_id"].nunique()) if "run_id" in runs else len(runs),
+        "n_points": len(points),
+        "min_compute": float(points["compute"].min()),
+        "max_compute": float(points["compute"].max()),
+        "max_n_params": float(points["n_params"].max()) if "n_params" in points else math.nan,
+        "max_tokens": float(points["tokens"].max()) if "tokens" in points else math.nan,
+    }
+    return StoredFit(
+        experiment=experiment,
+        law_key=law,
+        boot=boot,
+        data=data,
+        allocation=allocation,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+# ---- the workspace cache -------------------------------------------------------------------
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "_"
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, default=_json_default)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a fit record is not a secret
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+class FitStore:
+    """Fit records as JSON in ``<workspace>/fits/``.
+
+    ``<experiment>.json`` is the latest fit of an experiment, ``<experiment>.<law>.json`` the
+    latest with that law, and ``data/<sha>.<law>.json`` a fit keyed by the data it saw (so a
+    CSV or a dashboard is fitted once).
+    """
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.root = workspace.root / "fits"
+
+    def path(self, experiment: str, law: str | None = None) -> Path:
+        stem = _slug(experiment)
+        return self.root / (f"{stem}.{law}.json" if law else f"{stem}.json")
+
+    def data_path(self, fingerprint: str, law: str, exclude_before: float | None) -> Path:
+        tail = "" if exclude_before is None else f".from{exclude_before:g}"
+        return self.root / "data" / f"{fingerprint[:24]}.{law}{tail}.json"
+
+    def save(self, fit: StoredFit) -> Path:
+        """Write ``fit`` as the latest of its experiment (and law) and under its data."""
+        payload = fit.to_dict()
+        latest = self.path(fit.experiment)
+        for path in (
+            latest,
+            self.path(fit.experiment, fit.law_key),
+            self.data_path(fit.data["fingerprint"], fit.law_key, fit.exclude_before),
+        ):
+            write_json_atomic(path, payload)
+        return latest
+
+    def save_for_data(self, fit: StoredFit) -> Path:
+        """Write ``fit`` under its data only (a fit made for a dashboard, not logged)."""
+        path = self.data_path(fit.data["fingerprint"], fit.law_key, fit.exclude_before)
+        write_json_atomic(path, fit.to_dict())
+        return path
+
+    @staticmethod
+    def read(path: Path) -> StoredFit:
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read fit record {path}: {err}") from err
+        return StoredFit.from_dict(payload)
+
+    def latest(self, experiment: str, law: str | None = None) -> StoredFit | None:
+        path = self.path(experiment, law)
+        return self.read(path) if path.is_file() else None
+
+    def for_data(
+        self, fingerprint: str, law: str, exclude_before: float | None
+    ) -> StoredFit | None:
+        path = self.data_path(fingerprint, law, exclude_before)
+        return self.read(path) if path.is_file() else None
+
+    def json_cache(self, kind: str, key: dict[str, Any]) -> Path:
+        """Path of a cached result of ``kind`` (e.g. a backtest) keyed by ``key``."""
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        return self.root / "data" / f"{kind}-{digest[:24]}.json"
+
+
+# ---- MLflow ----------------------------------------------------------------------------------
+def log_fit_run(
+    fit: StoredFit, workspace: Workspace, artifacts: list[Path] | tuple[Path, ...] = ()
+) -> StoredFit:
+    """Log ``fit`` as a ``kind=fit`` run of its experiment; returns it with its ``run_id``.
+
+    Parameters and their interval bounds become metrics (``law/E``, ``law/E_lo``, ...) so the
+    MLflow UI can compare fits; the law goes to ``law.json`` and the whole record to
+    ``fit.json``, which is what ``--fit RUN_ID`` reads back. No metric is named ``loss``, so
+    loaders of training runs skip the fit run.
+    """
+    from mlflow.entities import Metric, Param
+
+    from scalelab import tracking
+
+    experiment_id = tracking.ensure_experiment(fit.experiment, workspace)
+    client = tracking.client(workspace)
+    tags = {FIT_TAG: FIT_TAG_VALUE, "law": fit.law_key, "mlflow.note.content": str(fit.law)}
+    run = client.create_run(experiment_id, run_name=f"fit-{fit.law_key}", tags=tags)
+    run_id = run.info.run_id
+    try:
+        fit = replace(fit, run_id=run_id)
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        metrics = []
+        for name, row in fit.param_table().iterrows():
+            for suffix, value in (("", row.estimate), ("_lo", row.lo), ("_hi", row.hi)):
+                metrics.append(Metric(f"law/{name}{suffix}", float(value), now, 0))
+        for key, value in fit.boot.fit.residuals.items():
+            metrics.append(Metric(f"fit/{key}", float(value), now, 0))
+        if fit.allocation is not None:
+            s = fit.allocation.summary()
+            for name in ("a", "b"):
+                for col, suffix in (("estimate", ""), ("lo", "_lo"), ("hi", "_hi")):
+                    metrics.append(
+                        Metric(f"allocation/{name}{suffix}", float(s.loc[name, col]), now, 0)
+                    )
+        params = {
+            "law": fit.law_key,
+            "formula": fit.law.formula().replace("{", "").replace("}", ""),
+            "source": str(fit.data["source"])[:500],
+            "fingerprint": fit.data["fingerprint"],
+            "exclude_before": fit.exclude_before,
+            "n_runs": fit.data["n_runs"],
+            "n_points": fit.data["n_points"],
+            "max_compute": f"{fit.data['max_compute']:.6g}",
+            "resamples": fit.boot.n_resamples,
+            "level": fit.boot.level,
+            "seed": fit.boot.seed,
+        }
+        client.log_batch(
+            run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()]
+        )
+        tracking.log_json_artifact(client, run_id, fit.to_dict(), FIT_ARTIFACT)
+        tracking.log_json_artifact(client, run_id, fit.law.to_dict(), "law.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            table = Path(tmp) / "parameters.csv"
+            fit.param_table().to_csv(table)
+            client.log_artifact(run_id, str(table))
+        for path in artifacts:
+            client.log_artifact(run_id, str(path))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id)
+    return fit
+
+
+def log_fit_artifacts(run_id: str, workspace: Workspace, paths: list[Path]) -> None:
+    """Add files (a dashboard, figures) to an existing fit run."""
+    from scalelab import tracking
+
+    client = tracking.client(workspace)
+    for path in paths:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path=path.name)
+        else:
+            client.log_artifact(run_id, str(path))
+
+
+def load_fit_run(run_id: str, workspace: Workspace) -> StoredFit:
+    """The fit record logged on MLflow run ``run_id`` (its ``fit.json`` artifact)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.exceptions import MlflowException
+
+    from scalelab import tracking
+
+    client = tracking.client(workspace)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"no MLflow run {run_id!r} at {workspace.tracking_uri}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, FIT_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            raise ValueError(
+                f"run {run_id} is not a fit run (no {FIT_ARTIFACT}); make one with scalelab fit"
+            ) from None
+        return FitStore.read(Path(path))
+
+
+def find_fit_run(experiment: str, workspace: Workspace, law: str | None = None) -> str | None:
+    """The run id of the latest fit run of ``experiment`` (with ``law``), if any."""
+    from scalelab import tracking
+
+    client = tracking.client(workspace)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    query = f"tags.{FIT_TAG} = '{FIT_TAG_VALUE}'"
+    if law:
+        query += f" and tags.law = '{law}'"
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=query,
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
