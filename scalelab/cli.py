@@ -110,7 +110,7 @@ def train(
     schedule: Annotated[str, typer.Option(help="cosine or wsd.")] = "cosine",
     seed: Annotated[int, typer.Option(help="Seed for init and batches.")] = 0,
     val_every: Annotated[
-        float | None, typer.Option(help="Validate every this many tokens [default: D/10].")
+        float | None, typer.Option(help="Validate every this many tokens (default: D/10).")
     ] = None,
     devices: Annotated[str, typer.Option(help="Lightning devices (int or 'auto').")] = "1",
     num_nodes: Annotated[int, typer.Option(help="Lightning num_nodes.")] = 1,
