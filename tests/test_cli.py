@@ -37,6 +37,8 @@ def run_cli(
         (["train", "--params", "-3"], "--params: Input should be greater than 0"),
         (["train", "--preset", "n10k", "--corpus", "/no/such/place"], "/no/such/place"),
         (["train", "--preset", "n10k", "--lr", "abc"], "--lr"),
+        (["rlhf", "dance", "--preset", "n10k"], "stage must be one of sft, reward, ppo"),
+        (["rlhf", "sft", "--preset", "n10k", "--set", "kl_coef"], "expected KEY=VALUE"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(
@@ -84,3 +86,15 @@ def test_two_process_ddp_matches_one_process(workspace: Workspace, tmp_path: Pat
     assert abs(loss_2 - loss_1) / loss_1 < 0.02, (loss_1, loss_2)
     mlflow.set_tracking_uri(workspace.tracking_uri)
     assert len(mlflow.search_runs(experiment_names=["two"])) == 1  # rank 0 logs, once
+
+
+def test_rlhf_stage_runs_from_the_command_line(workspace: Workspace) -> None:
+    result = run_cli(
+        ["rlhf", "classify", "--preset", "n10k", "--steps", "5", "--json", "--experiment", "rl"],
+        workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["stage"] == "classify" and out["metric_name"] == "eval_accuracy"
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    assert list(mlflow.search_runs(experiment_names=["rl"]).run_id) == [out["run_id"]]

@@ -55,6 +55,16 @@ from scalelab.analysis.intervals import Prediction
 from scalelab.analysis.io import load_epoch_chinchilla, load_runs_csv, load_runs_mlflow
 from scalelab.analysis.laws import LAWS, Chinchilla, KaplanJoint, Law, PowerLaw, make_law
 from scalelab.analysis.objectives import Objective
+from scalelab.analysis.overoptimization import (
+    OveroptFit,
+    OveroptScaling,
+    bon_curve,
+    bon_estimate,
+    bon_kl,
+    fit_overoptimization,
+    fit_overoptimization_by_size,
+    gold_model,
+)
 from scalelab.analysis.runs import prepare_runs
 
 __all__ = [
@@ -67,14 +77,22 @@ __all__ = [
     "KaplanJoint",
     "Law",
     "Objective",
+    "OveroptFit",
+    "OveroptScaling",
     "PowerLaw",
     "Prediction",
     "backtest",
+    "bon_curve",
+    "bon_estimate",
+    "bon_kl",
     "bootstrap",
     "compute_optimal",
     "default_laws",
     "envelope_fit",
     "fit_law",
+    "fit_overoptimization",
+    "fit_overoptimization_by_size",
+    "gold_model",
     "isoflop_fit",
     "load_epoch_chinchilla",
     "load_runs_csv",

@@ -11,8 +11,8 @@ with two functional forms:
 Both are linear in (α, β), so the fit is ordinary least squares (no intercept: R(0) = 0);
 intervals come from a bootstrap over points, or over groups of points (e.g. the checkpoints of
 one PPO run) when ``groups`` is given. Gao et al. find that α and β move smoothly with the
-reward model's size; :func:`fit_by_size` fits each size and regresses each coefficient on
-log10(size).
+reward model's size; :func:`fit_overoptimization_by_size` fits each size and regresses each
+coefficient on log10(size).
 
 Best-of-n needs no training: its KL is analytic, KL_bon = log n − (n−1)/n (Stiennon et al.
 2020, appendix; exact for distinct samples), and :func:`bon_estimate` gives the unbiased
@@ -307,9 +307,10 @@ class OveroptScaling:
 
     def __str__(self) -> str:
         lines = [f"R_{self.form}(d) = {_FORMULAS[self.form]} by reward-model size:"]
-        lines += [f"  size {s:,.0f}: {f}" for s, f in zip(self.sizes, self.fits, strict=True)]
+        lines += [f"  {f}" for f in self.fits]
         for name, (intercept, slope) in self.trends.items():
-            lines.append(f"  {name} ≈ {intercept:.4g} + {slope:.4g}·log10(size)")
+            sign = "−" if slope < 0 else "+"
+            lines.append(f"  {name} ≈ {intercept:.4g} {sign} {abs(slope):.4g}·log10(size)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -330,7 +331,7 @@ class OveroptScaling:
         )
 
 
-def fit_by_size(
+def fit_overoptimization_by_size(
     frame: pd.DataFrame,
     form: Form,
     *,
