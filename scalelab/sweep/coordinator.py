@@ -1,0 +1,197 @@
+"""``sweep run``: create or resume a sweep, run its workers, show progress, fit at the end.
+
+With one worker the trials run in this process. With ``K`` > 1 each worker is a subprocess
+(``python -m scalelab sweep worker``), so a crash in one does not take down the others; the
+cores are split between them. With ``K`` = 0 no trial runs here: the coordinator watches
+workers started elsewhere (``scalelab sweep worker``) and fits when they are done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scalelab.sweep.report import RESULT_COLUMNS, fit_and_log, text_table
+from scalelab.sweep.storage import redact
+from scalelab.sweep.study import Sweep
+from scalelab.sweep.trial import TrialOutcome
+from scalelab.sweep.worker import quiet_training_logs, work
+
+POLL_SECONDS = 2.0
+MAX_ROUNDS = 5  # re-launches after workers exit with slots re-queued (lost, then recovered)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the coordinator dies, so a killed sweep leaves no
+    orphan training in the background (its trials are then recovered on resume)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def spawn_workers(sweep: Sweep, k: int, threads: int) -> list[subprocess.Popen]:
+    """``k`` worker subprocesses joining ``sweep`` (they find its spec in the storage)."""
+    command = [
+        sys.executable,
+        "-m",
+        "scalelab",
+        "sweep",
+        "worker",
+        sweep.name,
+        "--storage",
+        sweep.url,
+        "--workspace",
+        str(sweep.workspace.root),
+        "--threads",
+        str(threads),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env["MLFLOW_TRACKING_URI"] = sweep.workspace.tracking_uri
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    return [subprocess.Popen(command, env=env, preexec_fn=preexec) for _ in range(k)]
+
+
+@dataclass
+class RunSummary:
+    complete: bool
+    trials_here: int
+    seconds: float
+    counts: dict[str, int]
+
+
+def _progress_printer(sweep: Sweep, echo: Callable[[str], None]) -> Callable[[], None]:
+    last = {"line": ""}
+
+    def show() -> None:
+        line = sweep.progress().line()
+        if line != last["line"]:
+            echo(line)
+            last["line"] = line
+
+    return show
+
+
+def run_sweep(
+    sweep: Sweep,
+    corpus_hash: str | None = None,
+    *,
+    workers: int = 1,
+    echo: Callable[[str], None] = print,
+    flush_every: float = 15.0,
+) -> RunSummary:
+    """Train ``sweep`` until every cell is done, then print the results and the fit.
+
+    With ``corpus_hash`` the sweep is created or resumed first (``Sweep.ensure``); without,
+    the caller has done it.
+    """
+    started = time.perf_counter()
+    if corpus_hash is not None:
+        sweep.ensure(corpus_hash)
+    sweep.recover()
+    progress = sweep.progress()
+    attrs = sweep.attrs
+    echo(
+        f"sweep {sweep.name}: {progress.total} cells × {sweep.spec.search.trials} trials "
+        f"({progress.done} cells done) | storage {redact(sweep.url)} | MLflow experiment "
+        f"{sweep.spec.experiment_name}, parent run {attrs['mlflow_parent_run_id']}"
+    )
+    show = _progress_printer(sweep, echo)
+    trials_here = 0
+    try:
+        if not progress.complete:
+            if workers == 1:
+                trials_here = _run_here(sweep, echo, flush_every)
+            else:
+                _run_elsewhere(sweep, workers, show)
+    except (KeyboardInterrupt, SystemExit) as err:
+        # Lightning turns Ctrl-C during fit into SystemExit(1) once it has cleaned up.
+        sweep.finish("KILLED")
+        echo(f"interrupted: resume with the same command (sweep {sweep.name})")
+        raise KeyboardInterrupt from err
+    sweep.recover()
+    progress = sweep.progress()
+    show()
+    counts = dict(sweep.state_counts())
+    if progress.complete:
+        sweep.finish("FINISHED")
+        results = sweep.results()
+        echo("trials: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())))
+        if len(results):
+            echo(text_table(results.to_dict("records"), RESULT_COLUMNS))
+            fit_and_log(sweep, results, echo)
+        else:
+            echo("no completed trial: nothing to fit")
+    else:
+        echo(f"sweep {sweep.name} is not complete: {progress.line()}")
+    return RunSummary(progress.complete, trials_here, time.perf_counter() - started, counts)
+
+
+def _run_here(sweep: Sweep, echo: Callable[[str], None], flush_every: float) -> int:
+    quiet_training_logs()
+    ran = 0
+
+    def on_trial(outcome: TrialOutcome) -> None:
+        progress = sweep.progress()
+        echo(f"[{progress.done}/{progress.total} cells] {outcome.line()}")
+        status = next(c for c in progress.cells if c.cell.key == outcome.cell)
+        if status.done:
+            echo(f"  {progress.line()}")
+
+    for _ in range(MAX_ROUNDS):
+        ran += len(work(sweep, on_trial=on_trial, flush_every=flush_every))
+        if sweep.progress().complete or not sweep.recover():
+            break
+    return ran
+
+
+def _run_elsewhere(sweep: Sweep, workers: int, show: Callable[[], None]) -> None:
+    """Watch (and, with ``workers`` > 0, launch) worker processes until the sweep is done."""
+    threads = max(1, available_cores() // max(1, workers))
+    procs = spawn_workers(sweep, workers, threads) if workers else []
+    last_recover = time.monotonic()
+    rounds = 1
+    try:
+        while True:
+            show()
+            if sweep.progress().complete:
+                break
+            if time.monotonic() - last_recover >= sweep.heartbeat.interval:
+                sweep.recover()
+                last_recover = time.monotonic()
+            if procs and all(p.poll() is not None for p in procs):
+                queued = sweep.recover()
+                if sweep.progress().complete:
+                    break
+                if not queued or rounds >= MAX_ROUNDS:
+                    codes = [p.returncode for p in procs]
+                    raise RuntimeError(f"all workers exited (codes {codes}) before the end")
+                procs = spawn_workers(sweep, workers, threads)
+                rounds += 1
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)  # each re-queues its trial and closes its run
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    for p in procs:
+        p.wait()

@@ -1,0 +1,627 @@
+"""Sweep specs: the YAML a user writes, validated, and the grid of cells it defines.
+
+A spec names a corpus and tokenizer, a model variant, a **size axis** (presets such as ``n100k``
+or target non-embedding parameter counts such as ``3e5``), a **budget axis** (compute budgets C
+in FLOPs, giving D = C / (6·N) per size as in an IsoFLOP design; token counts D; or a tokens
+per parameter ratio), a hyper-parameter search run in every cell, a pruner, seeds, and where the
+Optuna studies and MLflow runs go. A *cell* is one (size, budget, seed); each cell is one Optuna
+study with ``search.trials`` trials.
+
+Loading reports every mistake with the field it concerns and what is allowed
+(``SpecError``); unknown keys are refused, so a typo never silently falls back to a default.
+Only pydantic and PyYAML are imported here; the model and trainer modules are imported inside
+the validators that need them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Fields of TrainConfig the sweep sets itself; everything else may be overridden under ``train:``.
+SWEEP_CONTROLLED = frozenset(
+    {
+        "preset",
+        "n_params_target",
+        "variant",
+        "context",
+        "corpus",
+        "tokenizer",
+        "tokens",
+        "batch_size",
+        "lr",
+        "warmup",
+        "seed",
+        "val_every",
+        "experiment",
+        "run_name",
+    }
+)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    """Refuse unknown keys, naming the keys that are allowed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                raise ValueError(
+                    f"unknown key {unknown[0]!r}; allowed keys: {', '.join(cls.model_fields)}"
+                )
+        return data
+
+
+class Range(_Strict):
+    """A continuous search range: log-uniform by default (learning rates), uniform if not."""
+
+    low: float = Field(ge=0)
+    high: float = Field(gt=0)
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high:g}) must be greater than low ({self.low:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-uniform range needs low > 0 (or set log: false)")
+        return self
+
+
+class WidthRule(_Strict):
+    """A learning rate set by the model's width: ``lr = scale / d_model ** power``.
+
+    Adam's best learning rate falls as models widen: as 1/width for hidden layers under muP
+    (Yang et al. 2022). On byte-level GPTs here (0.5-1M tokens, context 128, batch 32) the
+    best rate was about 1.2e-2 at d_model 16, 3e-3 to 6e-3 at 64 and 2.2e-3 at 112, close to
+    0.2 / d_model; hence the default power 1.
+    """
+
+    scale: float = Field(gt=0)
+    power: float = Field(1.0, ge=0, le=2)
+
+    def lr(self, d_model: int) -> float:
+        return self.scale / d_model**self.power
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _float_param(value: Any, what: str, width_rule: bool = False) -> Any:
+    """A number (fixed), a list of numbers (choices), {low, high[, log]} (a range) or, for
+    the learning rate, {scale[, power]} (a width rule)."""
+    rule = " or {scale: ..., power: 1} (lr = scale / d_model^power)" if width_rule else ""
+    allowed = (
+        f"give {what} as a number (fixed), a list of numbers (choices), "
+        f"{{low: ..., high: ...}} (a range, log-uniform unless log: false){rule}"
+    )
+    if isinstance(value, Range | WidthRule):
+        return value
+    if isinstance(value, dict):
+        kind, model = ("width rule", WidthRule) if "scale" in value else ("range", Range)
+        if kind == "width rule" and not width_rule:
+            raise ValueError(f"{allowed}; got {value!r}")
+        try:
+            return model.model_validate(value)
+        except ValidationError as err:
+            raise ValueError(f"{what} {kind}: {describe_errors(err, root='')[0]}") from None
+    if isinstance(value, list):
+        if not value or not all(_is_number(v) for v in value):
+            raise ValueError(f"{allowed}; got {value!r}")
+        return [float(v) for v in value]
+    if _is_number(value):
+        return float(value)
+    raise ValueError(f"{allowed}; got {value!r}")
+
+
+def _positive(values: list[float], field: str) -> None:
+    for v in values:
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{field} values must be positive numbers, got {v!r}")
+
+
+class SearchSpec(_Strict):
+    """The hyper-parameter search inside each cell."""
+
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    trials: int = Field(1, ge=1, le=10_000, description="trials per cell")
+    startup_trials: int = Field(
+        4, ge=0, description="tpe: random trials before the model of good trials is used"
+    )
+    lr: float | list[float] | Range | WidthRule = 3e-3
+    warmup: float | list[float] | Range = 0.05
+    batch_size: int | list[int] = 32
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_shape(cls, value: Any) -> Any:
+        return _float_param(value, "lr", width_rule=True)
+
+    @field_validator("warmup", mode="before")
+    @classmethod
+    def _warmup_shape(cls, value: Any) -> Any:
+        return _float_param(value, "warmup")
+
+    @field_validator("lr")
+    @classmethod
+    def _lr_values(cls, value: Any) -> Any:
+        if not isinstance(value, Range | WidthRule):
+            _positive(value if isinstance(value, list) else [value], "lr")
+        return value
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup_values(cls, value: Any) -> Any:
+        values = [value.low, value.high] if isinstance(value, Range) else value
+        for v in values if isinstance(values, list) else [values]:
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {v!r}")
+        return value
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_shape(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
+        ):
+            raise ValueError(
+                "give batch_size (sequences per step) as a positive integer or a list of "
+                f"them; got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _grid_is_finite(self) -> SearchSpec:
+        if self.sampler != "grid":
+            return self
+        for name in ("lr", "warmup"):
+            if isinstance(getattr(self, name), Range):
+                raise ValueError(
+                    f"the grid sampler needs {name} as a number or a list of values, not a range"
+                )
+        points = self.grid_size()
+        if self.trials > points:
+            raise ValueError(
+                f"trials ({self.trials}) exceeds the {points} points of the grid; "
+                f"ask for at most {points}"
+            )
+        return self
+
+    def grid_size(self) -> int:
+        size = 1
+        for name in ("lr", "warmup", "batch_size"):
+            value = getattr(self, name)
+            size *= len(value) if isinstance(value, list) else 1
+        return size
+
+    def batch_sizes(self) -> list[int]:
+        return self.batch_size if isinstance(self.batch_size, list) else [self.batch_size]
+
+
+class PrunerSpec(_Strict):
+    """Stops unpromising trials early, comparing trials of the same cell only.
+
+    Reports are keyed by tokens seen, so trials with different batch sizes compare at the
+    same point of training.
+    """
+
+    kind: Literal["none", "median", "hyperband"] = "none"
+    startup_trials: int = Field(
+        2, ge=0, description="median: finished trials before any trial is pruned"
+    )
+    warmup: float = Field(
+        0.25, ge=0.0, lt=1.0, description="median: fraction of the budget before pruning starts"
+    )
+    reduction_factor: int = Field(3, ge=2, description="hyperband: keep 1/factor per rung")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):  # ``pruner: median``
+            return {"kind": data}
+        return data
+
+
+class HeartbeatSpec(_Strict):
+    """How a killed worker is detected: no heartbeat for ``grace`` seconds fails its trial,
+    which is then retried up to ``max_retry`` times."""
+
+    interval: int = Field(20, ge=1, description="seconds between heartbeats")
+    grace: int = Field(90, ge=2, description="seconds without a heartbeat before a trial fails")
+    max_retry: int = Field(3, ge=0, description="retries of a trial whose worker died")
+
+    @model_validator(mode="after")
+    def _grace_covers_interval(self) -> HeartbeatSpec:
+        if self.grace <= self.interval:
+            raise ValueError(
+                f"grace ({self.grace} s) must exceed the heartbeat interval ({self.interval} s)"
+            )
+        return self
+
+
+class Budgets(_Strict):
+    """Exactly one budget axis."""
+
+    compute: list[float] | None = Field(None, description="FLOPs C; D = C / (6·N)")
+    tokens: list[float] | None = Field(None, description="training tokens D")
+    tokens_per_param: list[float] | None = Field(None, description="D = ratio · N")
+
+    @field_validator("compute", "tokens", "tokens_per_param")
+    @classmethod
+    def _values(cls, value: list[float] | None, info: Any) -> list[float] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError(f"{info.field_name} needs at least one value")
+        _positive(value, info.field_name)
+        if len(set(value)) != len(value):
+            raise ValueError(f"{info.field_name} lists a value twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Budgets:
+        given = [k for k in ("compute", "tokens", "tokens_per_param") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one budget axis: compute (FLOPs), tokens, or tokens_per_param"
+                + (f"; got {', '.join(given)}" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("compute", "tokens", "tokens_per_param") if getattr(self, k))
+
+    @property
+    def values(self) -> list[float]:
+        return list(getattr(self, self.kind))
+
+
+@dataclass(frozen=True)
+class Size:
+    """One point of the size axis: a preset, or a target N on the preset width rule."""
+
+    preset: str | None
+    target: float | None
+    n_params: int  # exact non-embedding count of the model it builds
+    shape: tuple[int, int, int]  # n_layer, n_head, d_model
+
+    @property
+    def label(self) -> str:
+        return self.preset or f"N{_short(self.target)}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (size, budget, seed) of a sweep: one Optuna study of ``search.trials`` trials."""
+
+    key: str
+    size: str  # the size's label: a preset name or N<target>
+    preset: str | None
+    n_params_target: float | None
+    n_params: int
+    tokens: int
+    compute: float
+    budget: str  # e.g. C1e13, D2e6, r20
+    seed: int
+    d_model: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _short(x: float) -> str:
+    """1e13 -> '1e13', 3.2e5 -> '3.2e5', 20 -> '20': labels that sort and read well."""
+    if x == int(x) and abs(x) < 1000:
+        return str(int(x))
+    mantissa, exponent = f"{x:.3g}".split("e") if "e" in f"{x:.3g}" else (f"{x:.3g}", "0")
+    if exponent == "0":
+        return mantissa
+    return f"{mantissa}e{int(exponent)}"
+
+
+class SweepSpec(_Strict):
+    """A sweep: sizes × budgets × seeds cells, each searched with ``search``."""
+
+    name: str = Field(description="letters, digits, '.', '_', '-'")
+    description: str = ""
+    corpus: str = "stdlib"
+    tokenizer: str = "byte"
+    variant: Literal["gpt1", "gpt2", "gpt3"] = "gpt2"
+    context: int = Field(128, ge=8, le=8192)
+    sizes: list[str | float] = Field(
+        min_length=1, description="a list of presets (e.g. n100k) or parameter counts (e.g. 3e5)"
+    )
+    budgets: Budgets = Field(
+        description="one of compute: [FLOPs...], tokens: [D...] or tokens_per_param: [ratio...]"
+    )
+    search: SearchSpec = SearchSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    seeds: list[int] = Field([0], min_length=1)
+    validations: int = Field(
+        4, ge=1, le=1000, description="validations per trial; pruners see each one"
+    )
+    train: dict[str, Any] = Field(default_factory=dict, description="other TrainConfig fields")
+    storage: str | None = Field(None, description="Optuna storage URL [default: workspace]")
+    experiment: str | None = Field(None, description="MLflow experiment [default: name]")
+    heartbeat: HeartbeatSpec = HeartbeatSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, value: str) -> str:
+        if not spec_name_is_valid(value):
+            raise ValueError(
+                "use 1 to 80 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                f"(the name prefixes Optuna studies and MLflow runs); got {value!r}"
+            )
+        return value
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _sizes_shape(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError(
+                "give sizes as a list of presets (e.g. n100k) or parameter counts (e.g. 3e5)"
+            )
+        return value
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_known(cls, value: list[str | float]) -> list[str | float]:
+        from scalelab.model import PRESETS
+
+        out: list[str | float] = []
+        for item in value:
+            if isinstance(item, str) and item in PRESETS:
+                out.append(item)
+            elif _is_number(item) and math.isfinite(float(item)) and float(item) > 0:
+                out.append(float(item))
+            else:
+                raise ValueError(
+                    f"{item!r} is neither a preset ({', '.join(PRESETS)}) nor a positive "
+                    "parameter count such as 3e5"
+                )
+        return out
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_unique(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"a seed is listed twice: {value}")
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def _train_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from scalelab.train import TrainConfig
+
+        for key in value:
+            if key in SWEEP_CONTROLLED:
+                raise ValueError(
+                    f"{key!r} is set by the sweep itself (sizes, budgets, search, seeds, "
+                    "context, corpus...), not under train:"
+                )
+            if key not in TrainConfig.model_fields:
+                allowed = sorted(set(TrainConfig.model_fields) - SWEEP_CONTROLLED)
+                raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+        try:
+            TrainConfig(preset="n10k", **value)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{field}: {first['msg']}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _cells_are_trainable(self) -> SweepSpec:
+        try:
+            self.cells()
+        except ValueError as err:
+            field = "sizes" if "same model" in str(err) else "budgets"
+            raise ValueError(f"{field}: {err}") from None
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.name
+
+    def tokens_per_step(self) -> int:
+        """Tokens of the largest searched batch; budgets are whole multiples of every batch."""
+        return math.lcm(*self.search.batch_sizes()) * self.context
+
+    def resolved_sizes(self) -> list[Size]:
+        """Each size with its exact N and shape; two sizes building one model are refused."""
+        from scalelab.model import GPTConfig, config_for_params
+
+        sizes: list[Size] = []
+        seen: dict[tuple[int, int, int], str] = {}
+        for item in self.sizes:
+            if isinstance(item, str):
+                cfg = GPTConfig.from_name(item, variant=self.variant)
+                size = Size(item, None, cfg.n_params, (cfg.n_layer, cfg.n_head, cfg.d_model))
+            else:
+                cfg = config_for_params(item, variant=self.variant)
+                size = Size(None, item, cfg.n_params, (cfg.n_layer, cfg.n_head, cfg.d_model))
+            if size.shape in seen:
+                raise ValueError(
+                    f"{seen[size.shape]} and {size.label} build the same model "
+                    f"(n_layer, n_head, d_model = {size.shape}, N = {size.n_params:,})"
+                )
+            seen[size.shape] = size.label
+            sizes.append(size)
+        return sizes
+
+    def cells(self) -> list[Cell]:
+        """Every (size, budget, seed), smallest budget first, then smallest size.
+
+        D is rounded down to a whole number of steps for every searched batch size, so all
+        trials of a cell train on exactly the same number of tokens.
+        """
+        step = self.tokens_per_step()
+        kind = self.budgets.kind
+        cells: list[tuple[float, Cell]] = []
+        for size in self.resolved_sizes():
+            for value in self.budgets.values:
+                if kind == "compute":
+                    wanted, label = value / (6 * size.n_params), f"C{_short(value)}"
+                elif kind == "tokens":
+                    wanted, label = value, f"D{_short(value)}"
+                else:
+                    wanted, label = value * size.n_params, f"r{_short(value)}"
+                tokens = int(wanted // step) * step
+                if tokens < step:
+                    raise ValueError(
+                        f"budget {label} gives {size.label} (N={size.n_params:,}) "
+                        f"{int(wanted):,} tokens, less than one step "
+                        f"(batch_size × context = {step:,} tokens); raise the budget or "
+                        "drop the size"
+                    )
+                # Order by the nominal budget: an IsoFLOP budget's cells share one C.
+                nominal = value if kind == "compute" else 6.0 * size.n_params * tokens
+                for seed in self.seeds:
+                    key = f"{size.label}-{label}" + (f"-s{seed}" if len(self.seeds) > 1 else "")
+                    cells.append(
+                        (
+                            nominal,
+                            Cell(
+                                key=key,
+                                size=size.label,
+                                preset=size.preset,
+                                n_params_target=size.target,
+                                n_params=size.n_params,
+                                tokens=tokens,
+                                compute=6.0 * size.n_params * tokens,
+                                budget=label,
+                                seed=seed,
+                                d_model=size.shape[2],
+                            ),
+                        )
+                    )
+        cells.sort(key=lambda item: (item[0], item[1].n_params, item[1].seed))
+        return [cell for _, cell in cells]
+
+    def identity(self) -> dict[str, Any]:
+        """What a study's results depend on; a re-run that changes any of it is refused.
+
+        ``trials``, the pruner, heartbeats and the storage may change between runs: more
+        trials extend every cell.
+        """
+        search = self.search.model_dump(mode="json", exclude={"trials"})
+        return {
+            "corpus": self.corpus,
+            "tokenizer": self.tokenizer,
+            "variant": self.variant,
+            "context": self.context,
+            "sizes": [c if isinstance(c, str) else _short(c) for c in self.sizes],
+            "budgets": {self.budgets.kind: self.budgets.values},
+            "seeds": list(self.seeds),
+            "cells": [[c.key, c.n_params, c.tokens] for c in self.cells()],
+            "search": search,
+            "validations": self.validations,
+            "train": dict(sorted(self.train.items())),
+            "experiment": self.experiment_name,
+        }
+
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = []
+    for part in loc:
+        if isinstance(part, int):
+            parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue  # pydantic's names for union members and validators, not user fields
+        else:
+            parts.append(str(part))
+    return ".".join(parts) or "spec"
+
+
+def describe_errors(err: ValidationError, root: str = "spec") -> list[str]:
+    """``field: message`` for each error, in the spec's own key names.
+
+    Errors of the whole mapping are prefixed with ``root``, unless the message already starts
+    with the field it concerns.
+    """
+    out = []
+    for item in err.errors():
+        msg = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if item["type"] == "missing" and len(item["loc"]) == 1:
+            described = SweepSpec.model_fields.get(str(item["loc"][0]))
+            hint = described.description if described is not None else None
+            msg = f"required: {hint}" if hint else "required"
+        if item["loc"]:
+            out.append(f"{_field_of(item['loc'])}: {msg}")
+        elif msg.split(":")[0] in SweepSpec.model_fields or not root:
+            out.append(msg)
+        else:
+            out.append(f"{root}: {msg}")
+    return out
+
+
+def parse_spec(data: Any, source: str = "spec") -> SweepSpec:
+    """Validate an already-parsed mapping; ``SpecError`` names the source and the field."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{source}: a spec is a mapping of keys ({', '.join(SweepSpec.model_fields)}); "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as err:
+        problems = describe_errors(err)
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
+        raise SpecError(f"{source}: {problems[0]}{more}") from None
+
+
+def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
+    """Read and validate a spec file; ``name`` replaces its ``name`` (to start a new sweep)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"no spec file at {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"{path}: not valid YAML{at}: {problem}") from None
+    if isinstance(data, dict) and name is not None:
+        data = {**data, "name": name}
+    return parse_spec(data, str(path))
+
+
+def spec_name_is_valid(name: str) -> bool:
+    return re.fullmatch(NAME_PATTERN, name) is not None

@@ -1,0 +1,196 @@
+"""Where a sweep's Optuna studies live, and how the trials of a dead worker are noticed.
+
+Storage URLs:
+
+- ``journal:PATH`` (default ``journal:<workspace>/optuna-journal.log``): Optuna's journal file,
+  safe for several worker processes on one machine (appends under a file lock).
+- ``sqlite:///PATH``: Optuna's RDB storage on SQLite, for one worker process.
+- ``postgresql://USER@HOST:PORT/DB`` (or any SQLAlchemy URL): Optuna's RDB storage on a
+  server, for workers on several machines.
+
+Every storage records a heartbeat per running trial. A trial whose heartbeat is older than the
+grace period is failed by whichever worker looks next (``optuna.storages.fail_stale_trials``),
+and ``RetryHeartbeatStaleTrialCallback`` puts a copy of it, with the same parameters and slot,
+back in the queue. ``RDBStorage`` has heartbeats built in; the journal storage of Optuna 5.0 has
+none, so ``JournalHeartbeatStorage`` adds them as a trial system attribute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from scalelab.sweep.spec import HeartbeatSpec
+    from scalelab.workspace import Workspace
+
+JOURNAL_PREFIX = "journal:"
+HEARTBEAT_ATTR = "scalelab:heartbeat"  # unix time of the trial's last heartbeat
+
+# Heartbeats, fail_stale_trials and the retry callback are marked experimental in Optuna 5.0;
+# they are exactly what a sweep needs, so the warnings are noise to a user.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+class StorageUnavailable(ValueError):
+    """The storage URL names a database that cannot be reached or opened."""
+
+
+def default_storage_url(workspace: Workspace) -> str:
+    """The workspace's journal file: one store for one or several local workers, so a sweep
+    started with one worker resumes with several (and back) in the same studies."""
+    return f"{JOURNAL_PREFIX}{workspace.root / 'optuna-journal.log'}"
+
+
+def storage_kind(url: str) -> str:
+    """``journal``, ``sqlite`` or ``server`` (an RDB server such as PostgreSQL)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return "journal"
+    if url.startswith("sqlite"):
+        return "sqlite"
+    if "://" not in url:
+        raise ValueError(
+            f"storage {url!r} is not a storage URL: use journal:PATH, sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        )
+    return "server"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` with the driver the project installs.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; the project depends on
+    psycopg2, so the URL names it unless psycopg 3 is installed.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix) and importlib.util.find_spec("psycopg") is None:
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    return url
+
+
+class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with heartbeats, so killed workers' trials are retried.
+
+    A heartbeat is the trial system attribute ``scalelab:heartbeat`` (unix time), one journal
+    line per interval. A running trial is stale when neither its start nor its last heartbeat
+    is within ``grace_period`` seconds. The journal lives on one machine, so one clock
+    serves every worker.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        heartbeat_interval: int,
+        grace_period: int,
+        heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+    ) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(JournalFileBackend(str(path)))
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self._stale_callback = heartbeat_stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # The trial may have ended (or been failed as stale) since the last beat.
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in running:
+            started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+            # A retried trial inherits its predecessor's attribute: count from its own start.
+            beat = max(started, float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)))
+            if now - beat > self.grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(
+        self,
+    ) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._stale_callback
+
+
+class RetryStaleTrial:
+    """Re-queue a stale trial (Optuna's ``RetryHeartbeatStaleTrialCallback``), then tell the
+    sweep (``on_stale``) so it can close the trial's MLflow run."""
+
+    def __init__(
+        self,
+        max_retry: int,
+        on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    ) -> None:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        self.max_retry = max_retry
+        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.on_stale = on_stale
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._retry(study, trial)
+        if self.on_stale is not None:
+            self.on_stale(study, trial)
+
+
+def open_storage(
+    url: str,
+    heartbeat: HeartbeatSpec | None = None,
+    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> BaseStorage:
+    """An Optuna storage for ``url``; with ``heartbeat``, stale trials are failed and retried."""
+    kind = storage_kind(url)
+    hb: dict[str, Any] = {}
+    if heartbeat is not None:
+        hb = dict(
+            heartbeat_interval=heartbeat.interval,
+            grace_period=heartbeat.grace,
+            heartbeat_stale_trial_callback=RetryStaleTrial(heartbeat.max_retry, on_stale),
+        )
+    if kind == "journal":
+        path = Path(url[len(JOURNAL_PREFIX) :].removeprefix("//")).expanduser()
+        if heartbeat is None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        return JournalHeartbeatStorage(path, **hb)
+    if kind == "sqlite":
+        # Wait for the file lock rather than fail at once when a reader holds it.
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        # Reconnect transparently after a server restart or an idle connection drop.
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        return RDBStorage(sqlalchemy_url(url), engine_kwargs=engine_kwargs, **hb)
+    except Exception as err:  # unreachable server, bad credentials, missing driver...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StorageUnavailable(f"cannot open the Optuna storage {redact(url)}: {first}") from err

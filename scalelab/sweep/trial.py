@@ -1,0 +1,362 @@
+"""One trial: sample its hyper-parameters, train in a nested MLflow run, tell Optuna the outcome.
+
+The MLflow run is created here, as a child of the sweep's parent run (tag
+``mlflow.parentRunId``), and handed to ``scalelab.train.train`` by id: Lightning's
+``MLFlowLogger`` cannot nest runs itself. The Optuna trial keeps the run id (user attribute
+``mlflow_run_id``) and the run keeps the trial (tags ``sweep``, ``cell``, ``trial``).
+
+Outcomes, each recorded in both places:
+
+- ``COMPLETE``: the final validation loss is the trial's value; the run is ``FINISHED``.
+- ``PRUNED``: stopped early by the cell's pruner; the run is ``KILLED``, tag ``trial_state``.
+- ``FAIL`` with ``outcome=diverged``: the loss became NaN or infinite; the run is ``FAILED``
+  with tag ``failure_reason``. Such a trial is final: its slot is not retried.
+- ``FAIL`` with ``outcome=error``: any other exception, recorded the same way; the sweep goes on.
+- ``FAIL`` with ``outcome=interrupted`` (Ctrl-C, SIGTERM): the run is ``KILLED`` and a copy of
+  the trial is queued again at once, as for a worker that stopped sending heartbeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.trial import TrialState
+
+from scalelab.sweep.spec import Cell, Range, SweepSpec, WidthRule
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from scalelab.workspace import Workspace
+
+FINAL_OUTCOMES = frozenset({"diverged", "error"})  # failures that are not retried
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def boot_id() -> str:
+    """This machine's boot id (Linux), so a pid is only ever compared on its own machine."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def cell_seed(sweep: str, cell: str) -> int:
+    """A seed per cell, the same in every worker process."""
+    digest = hashlib.sha256(f"{sweep}/{cell}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def make_sampler(
+    spec: SweepSpec, cell: Cell, seed: int, number: int
+) -> optuna.samplers.BaseSampler:
+    """The sampler for trial ``number`` of ``cell``, whose seed is ``seed``.
+
+    TPE and random samplers are seeded with ``seed + number``: the same trial gets the same
+    parameters whichever worker runs it, and two workers starting at once do not draw the
+    same ones. The grid sampler shuffles its grid with its seed, so every trial of a cell
+    must share one seed; it gives trial ``n`` grid point ``n``.
+    """
+    search = spec.search
+    if search.sampler == "grid":
+        space = {name: choices(spec, cell, name) for name in ("lr", "warmup", "batch_size")}
+        return optuna.samplers.GridSampler(space, seed=seed)
+    trial_seed = (seed + number) % 2**31
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=trial_seed)
+    return optuna.samplers.TPESampler(seed=trial_seed, n_startup_trials=search.startup_trials)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
+    """``study.tell``, tolerating the grid sampler's request to stop an optimize loop.
+
+    ``GridSampler.after_trial`` calls ``study.stop()`` once its grid is covered, which raises
+    outside ``Study.optimize``; the trial's state is stored before that. Slots, not the
+    sampler, decide when a cell is done.
+    """
+    try:
+        study.tell(trial, skip_if_finished=True, **kwargs)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+
+
+def make_pruner(spec: SweepSpec, cell: Cell) -> optuna.pruners.BasePruner:
+    """The spec's pruner with its steps in tokens seen, the unit of every report."""
+    p = spec.pruner
+    if p.kind == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.startup_trials, n_warmup_steps=int(p.warmup * cell.tokens)
+        )
+    if p.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=val_every(spec, cell),
+            max_resource=cell.tokens,
+            reduction_factor=p.reduction_factor,
+        )
+    return optuna.pruners.NopPruner()
+
+
+def val_every(spec: SweepSpec, cell: Cell) -> int:
+    """Tokens between validations: a whole number of steps for every searched batch size,
+    so trials of a cell are validated (and reported to the pruner) at the same tokens seen."""
+    step = spec.tokens_per_step()
+    return max(step, (cell.tokens // spec.validations) // step * step)
+
+
+def choices(spec: SweepSpec, cell: Cell, name: str) -> list[Any]:
+    """The values of a parameter that is not a range: its list, or its one value."""
+    value = getattr(spec.search, name)
+    if isinstance(value, WidthRule):
+        return [value.lr(cell.d_model)]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def suggest(trial: optuna.Trial, spec: SweepSpec, cell: Cell) -> dict[str, Any]:
+    """The trial's lr, warmup and batch_size: fixed values are recorded as one-choice params."""
+    out: dict[str, Any] = {}
+    for name in ("lr", "warmup", "batch_size"):
+        value = getattr(spec.search, name)
+        if isinstance(value, Range):
+            out[name] = trial.suggest_float(name, value.low, value.high, log=value.log)
+        else:
+            out[name] = trial.suggest_categorical(name, choices(spec, cell, name))
+    out["batch_size"] = int(out["batch_size"])
+    return out
+
+
+def take_waiting_trial(
+    study: optuna.Study,
+    storage: BaseStorage,
+    sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+) -> optuna.Trial | None:
+    """Claim one queued (WAITING) trial, or None; never creates a trial.
+
+    ``Study.ask`` would create a new trial when the queue is empty, which under several
+    workers overshoots the requested count. Claiming is atomic in the RDB and journal
+    storages: of two workers setting the same trial RUNNING, one is told it lost.
+    ``sampler_for(number)`` sets the study's sampler before the trial is built (samplers
+    prepare a trial as it is constructed).
+    """
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        if is_heartbeat_enabled(storage):
+            # RDB storages only ever see a trial as stale after its first heartbeat, so the
+            # first is recorded the moment the trial is claimed.
+            assert isinstance(storage, BaseHeartbeat)
+            storage.record_heartbeat(frozen._trial_id)
+        if sampler_for is not None:
+            study.sampler = sampler_for(frozen.number)
+        trial = optuna.Trial(study, frozen._trial_id)
+        if "failed_trial" in frozen.system_attrs:
+            # A retry copies its predecessor's user attributes; they describe the old run.
+            for key in ("mlflow_run_id", "outcome", "failure_reason"):
+                if frozen.user_attrs.get(key):
+                    trial.set_user_attr(key, "")
+        return trial
+    return None
+
+
+class Heartbeat:
+    """Record the trial's heartbeat every interval in a thread, while training runs."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
+        self.storage, self.trial_id = storage, trial_id
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if is_heartbeat_enabled(self.storage):
+            assert isinstance(self.storage, BaseHeartbeat)
+            self.thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+            self.thread.start()
+        return self
+
+    def _beat(self) -> None:
+        assert isinstance(self.storage, BaseHeartbeat)
+        interval = self.storage.get_heartbeat_interval() or 60
+        while True:
+            # A transient storage error must not kill the trial; the next beat retries.
+            with contextlib.suppress(Exception):
+                self.storage.record_heartbeat(self.trial_id)
+            if self.stop.wait(interval):
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    cell: str
+    number: int
+    state: str  # COMPLETE, PRUNED or FAIL
+    loss: float
+    params: dict[str, Any]
+    run_id: str
+    seconds: float
+    train_seconds: float
+    reason: str = ""
+
+    def line(self) -> str:
+        params = " ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
+        value = f"loss {self.loss:.4f}" if math.isfinite(self.loss) else self.state.lower()
+        why = f" ({self.reason})" if self.reason and self.state != "COMPLETE" else ""
+        return (
+            f"{self.cell} trial {self.number}: {value} {params} | {self.seconds:.1f}s"
+            f" | {self.state}{why} | run {self.run_id[:12]}"
+        )
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def set_run_state(client: MlflowClient, run_id: str, status: str, **tags: str) -> None:
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status)
+
+
+def run_trial(
+    *,
+    spec: SweepSpec,
+    cell: Cell,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    storage: BaseStorage,
+    workspace: Workspace,
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    retry: Any = None,
+    flush_every: float = 15.0,
+) -> TrialOutcome:
+    """Train one trial of ``cell`` and tell ``study`` how it ended (see the module docstring).
+
+    ``retry(study, frozen_trial)`` re-queues the trial if the worker is interrupted (Ctrl-C,
+    SIGTERM), which is then raised again. Other exceptions end the trial as failed and are
+    not raised: the sweep goes on.
+    """
+    from scalelab.sweep.callbacks import BatchedMLflowLogging, OptunaPruning
+    from scalelab.train import TrainConfig, TrainingDiverged, train
+
+    started = time.perf_counter()
+    number = trial.number
+    trial.set_user_attr("worker", worker_name())
+    trial.set_user_attr("worker_boot", boot_id())
+    frozen = study.get_trials(deepcopy=False)[number]
+    retried_from = frozen.system_attrs.get("failed_trial")
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "sweep": spec.name,
+        "cell": cell.key,
+        "trial": str(number),
+        "optuna_study": study.study_name,
+        "slot": str(frozen.user_attrs.get("slot", "")),
+        "worker": worker_name(),
+    }
+    if retried_from is not None:
+        tags["retry_of_trial"] = str(retried_from)
+    run = client.create_run(experiment_id, run_name=f"{cell.key}/{number}", tags=tags)
+    run_id = run.info.run_id
+    trial.set_user_attr("mlflow_run_id", run_id)
+
+    params: dict[str, Any] = {}
+    state, loss, reason, train_seconds = "FAIL", math.nan, "", 0.0
+    with Heartbeat(storage, trial._trial_id):
+        try:
+            params = suggest(trial, spec, cell)
+            cfg = TrainConfig(
+                preset=cell.preset,
+                n_params_target=cell.n_params_target,
+                variant=spec.variant,
+                context=spec.context,
+                corpus=spec.corpus,
+                tokenizer=spec.tokenizer,
+                tokens=cell.tokens,
+                seed=cell.seed,
+                val_every=val_every(spec, cell),
+                experiment=spec.experiment_name,
+                run_name=f"{cell.key}/{number}",
+                **params,
+                **spec.train,
+            )
+            pruning = OptunaPruning(trial, tokens_per_step=cfg.batch_size * cfg.context)
+            result = train(
+                cfg,
+                workspace,
+                run_id=run_id,
+                callbacks=[pruning, BatchedMLflowLogging(flush_every)],
+                enable_progress_bar=False,
+            )
+            loss, train_seconds = result.loss, result.wall_time
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"final validation loss is {loss}")
+            state = "COMPLETE"
+        except optuna.TrialPruned as err:
+            state, reason = "PRUNED", str(err)
+            set_run_state(client, run_id, "KILLED", trial_state="PRUNED", pruned_reason=reason)
+        except TrainingDiverged as err:
+            reason = str(err)
+            trial.set_user_attr("outcome", "diverged")
+            trial.set_user_attr("failure_reason", reason)
+            set_run_state(client, run_id, "FAILED", failure_reason=reason, trial_state="FAIL")
+        except (KeyboardInterrupt, SystemExit):
+            # Lightning turns Ctrl-C into SystemExit(1) after closing the run as FAILED.
+            reason = f"worker {worker_name()} interrupted (Ctrl-C or SIGTERM); trial re-queued"
+            trial.set_user_attr("outcome", "interrupted")
+            trial.set_user_attr("failure_reason", reason)
+            tell(study, trial, state=TrialState.FAIL)
+            set_run_state(client, run_id, "KILLED", failure_reason=reason, trial_state="FAIL")
+            if retry is not None:
+                retry(study, study.get_trials(deepcopy=False)[number])
+            raise
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+            trial.set_user_attr("outcome", "error")
+            trial.set_user_attr("failure_reason", reason)
+            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            set_run_state(client, run_id, "FAILED", failure_reason=reason, trial_state="FAIL")
+
+    if state == "COMPLETE":
+        tell(study, trial, values=loss)  # first: the result counts once Optuna has it
+        client.set_tag(run_id, "trial_state", "COMPLETE")
+    elif state == "PRUNED":
+        tell(study, trial, state=TrialState.PRUNED)
+    else:
+        tell(study, trial, state=TrialState.FAIL)
+    return TrialOutcome(
+        cell=cell.key,
+        number=number,
+        state=state,
+        loss=loss,
+        params=params,
+        run_id=run_id,
+        seconds=time.perf_counter() - started,
+        train_seconds=train_seconds,
+        reason=reason,
+    )
