@@ -14,27 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from scalelab.cli_common import TrackingOpt, WorkspaceOpt
+
 if TYPE_CHECKING:
     from scalelab.fits import RunTable, StoredFit
     from scalelab.workspace import Workspace
 
-# Same options as scalelab.cli's (not imported from there: it imports this module).
-WorkspaceOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--workspace",
-        envvar="SCALELAB_HOME",
-        help="Folder for runs, caches and stores (default: ./scalelab-runs).",
-    ),
-]
-TrackingOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tracking-uri",
-        envvar="MLFLOW_TRACKING_URI",
-        help="MLflow tracking URI (default: SQLite store in the workspace).",
-    ),
-]
 ExperimentOpt = Annotated[
     str | None, typer.Option(help="MLflow experiment holding the runs (a sweep's experiment).")
 ]
@@ -103,7 +88,7 @@ def _load_table(
     curves: bool,
 ) -> RunTable:
     """The runs of ``--csv`` or ``--experiment`` (exactly one), as a RunTable."""
-    from scalelab.cli import UsageError
+    from scalelab.cli_common import UsageError
     from scalelab.fits import read_csv_table, read_mlflow_table
 
     if csv is not None:
@@ -165,7 +150,7 @@ def fit(
     The fit is logged as an MLflow run (tag kind=fit) of the experiment, with the law as JSON
     and a dashboard of its figures, and cached in the workspace so that predict need not refit.
     """
-    from scalelab.cli import UsageError, user_input
+    from scalelab.cli_common import UsageError, user_input
 
     with user_input():
         from scalelab.fits import check_law
@@ -318,7 +303,7 @@ def predict(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Predict a loss, a compute-optimal model, or the compute a loss needs, with intervals."""
-    from scalelab.cli import UsageError, user_input
+    from scalelab.cli_common import UsageError, user_input
 
     with user_input():
         import math
@@ -370,7 +355,7 @@ def _find_fit(
     csv: Path | None,
     law: str | None,
 ) -> StoredFit:
-    from scalelab.cli import UsageError
+    from scalelab.cli_common import UsageError
     from scalelab.fits import DEFAULT_LAW, FitStore, check_law
 
     if law is not None:
@@ -450,7 +435,7 @@ def backtest(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Backtest: fit on the cheap runs, predict the expensive ones, score the predictions."""
-    from scalelab.cli import UsageError, user_input
+    from scalelab.cli_common import UsageError, user_input
 
     with user_input():
         from scalelab.analysis import backtest as run_backtest
@@ -572,7 +557,7 @@ def dashboard(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Write one self-contained HTML dashboard (works offline) of runs, fits and the sweep."""
-    from scalelab.cli import UsageError, user_input
+    from scalelab.cli_common import UsageError, user_input
 
     with user_input():
         from scalelab.dashboard import build_dashboard, find_definition, load_definition
@@ -700,7 +685,7 @@ def ui(
     import signal
     import subprocess
 
-    from scalelab.cli import UsageError, user_input
+    from scalelab.cli_common import UsageError, user_input
 
     with user_input():
         ws = _workspace(workspace, tracking_uri)
