@@ -124,14 +124,14 @@ def test_journal_heartbeats_fail_and_requeue_a_silent_trial(tmp_path: Path) -> N
     storage = JournalHeartbeatStorage(
         tmp_path / "journal.log",
         heartbeat_interval=1,
-        grace_period=2,
+        grace_period=3,
         heartbeat_stale_trial_callback=RetryStaleTrial(1, lambda s, t: seen.append(t.number)),
     )
     study = optuna.create_study(study_name="hb", storage=storage)
     study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={"slot": 0}))
     dead = take_waiting_trial(study, storage)
     dead.suggest_float("lr", 1e-4, 1e-1, log=True)
-    time.sleep(2.5)  # no heartbeat: its worker "died"
+    time.sleep(3.5)  # no heartbeat after the claim: its worker "died"
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
@@ -140,7 +140,7 @@ def test_journal_heartbeats_fail_and_requeue_a_silent_trial(tmp_path: Path) -> N
 
     alive = take_waiting_trial(study, storage)
     with Heartbeat(storage, alive._trial_id):
-        time.sleep(3)  # longer than the grace period, but beating
+        time.sleep(4)  # longer than the grace period, but beating every second
         optuna.storages.fail_stale_trials(study)
         assert study.get_trials()[1].state == TrialState.RUNNING
     study.tell(alive, 0.5)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from scalelab.cli_common import TrackingOpt, UsageError, WorkspaceOpt, user_input
+
 if TYPE_CHECKING:
     from scalelab.workspace import Workspace
 
@@ -24,28 +26,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-WorkspaceOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--workspace",
-        envvar="SCALELAB_HOME",
-        help="Folder for runs, caches and stores [default: ./scalelab-runs].",
-    ),
-]
-TrackingOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tracking-uri",
-        envvar="MLFLOW_TRACKING_URI",
-        help="MLflow tracking URI [default: SQLite store in the workspace].",
-    ),
-]
 StorageOpt = Annotated[
     str | None,
     typer.Option(
         "--storage",
         help="Optuna storage: journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB "
-        "[default: the spec's, else journal:<workspace>/optuna-journal.log].",
+        "(default: the spec's, else journal:<workspace>/optuna-journal.log).",
     ),
 ]
 
@@ -96,8 +82,6 @@ def run(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Create or resume a sweep and train every cell; finished cells are not trained again."""
-    from scalelab.cli import UsageError, user_input
-
     with user_input():
         from scalelab.data import prepare
         from scalelab.sweep.spec import load_spec
@@ -141,7 +125,7 @@ def worker(
     ],
     storage: StorageOpt = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Torch threads [default: all cores].")
+        int | None, typer.Option(min=1, help="Torch threads (default: all cores).")
     ] = None,
     wait: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for the sweep to be created.")
@@ -153,7 +137,6 @@ def worker(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Join a sweep (from this or another machine) and train its queued trials until done."""
-    from scalelab.cli import user_input
     from scalelab.sweep.worker import (
         print_line,
         quiet_training_logs,
@@ -207,7 +190,6 @@ def status(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Print a table of the sweep's cells and trials: state, N, D, C, loss, MLflow run id."""
-    from scalelab.cli import user_input
     from scalelab.sweep.report import STATUS_COLUMNS, text_table
 
     with user_input():
