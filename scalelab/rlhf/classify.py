@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from scalelab.rlhf.config import ClassifyConfig
 from scalelab.rlhf.heads import TaskHead, pad_batch
-from scalelab.rlhf.loop import base_module_class, check_finite
+from scalelab.rlhf.loop import base_module_class, check_finite, shuffled_loader
 
 if TYPE_CHECKING:
     import lightning as L
@@ -70,13 +70,7 @@ def _module_class() -> type[L.LightningModule]:
             self.train_set, self.eval_set = list(train), list(evaluation)
 
         def train_dataloader(self) -> torch.utils.data.DataLoader:
-            return torch.utils.data.DataLoader(
-                self.train_set,
-                batch_size=self.cfg.batch_size,
-                shuffle=True,
-                generator=torch.Generator().manual_seed(self.cfg.seed),
-                collate_fn=collate,
-            )
+            return shuffled_loader(self.train_set, self.cfg, collate)
 
         def val_dataloader(self) -> torch.utils.data.DataLoader:
             return torch.utils.data.DataLoader(self.eval_set, batch_size=256, collate_fn=collate)

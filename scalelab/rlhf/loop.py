@@ -28,6 +28,17 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
+def shuffled_loader(dataset: Any, cfg: StageConfig, collate: Any) -> torch.utils.data.DataLoader:
+    """Training batches of ``cfg.batch_size``, shuffled reproducibly from ``cfg.seed``."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        collate_fn=collate,
+    )
+
+
 def check_finite(loss: torch.Tensor, step: int, what: str = "training loss") -> None:
     """Raise ``TrainingDiverged`` (as ``scalelab.train`` does) if ``loss`` is NaN or inf."""
     if not torch.isfinite(loss):

@@ -19,7 +19,7 @@ from scalelab.model import GPT
 from scalelab.rlhf.config import SFTConfig
 from scalelab.rlhf.generate import sample_gold
 from scalelab.rlhf.heads import pad_batch
-from scalelab.rlhf.loop import base_module_class, check_finite
+from scalelab.rlhf.loop import base_module_class, check_finite, shuffled_loader
 from scalelab.rlhf.task import Example, Prompt
 
 if TYPE_CHECKING:
@@ -72,14 +72,7 @@ def _module_class() -> type[L.LightningModule]:
             self.eval_prompts, self.max_new_tokens = list(eval_prompts), max_new_tokens
 
         def train_dataloader(self) -> torch.utils.data.DataLoader:
-            generator = torch.Generator().manual_seed(self.cfg.seed)
-            return torch.utils.data.DataLoader(
-                self.train_set,
-                batch_size=self.cfg.batch_size,
-                shuffle=True,
-                generator=generator,
-                collate_fn=collate,
-            )
+            return shuffled_loader(self.train_set, self.cfg, collate)
 
         def val_dataloader(self) -> torch.utils.data.DataLoader:
             return torch.utils.data.DataLoader(self.eval_set, batch_size=128, collate_fn=collate)
