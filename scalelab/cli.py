@@ -51,6 +51,12 @@ def train(
         str, typer.Option(help="stdlib, stdlib-notests, python-all, or a path.")
     ] = "stdlib",
     tokenizer: Annotated[str, typer.Option(help="byte, or bpeN (e.g. bpe4096).")] = "byte",
+    data_order: Annotated[
+        str, typer.Option(help="random windows, or epoch: shuffled windows, none seen twice.")
+    ] = "random",
+    repeat_data: Annotated[
+        bool, typer.Option(help="Allow more tokens than the training split holds.")
+    ] = False,
     context: Annotated[int, typer.Option(help="Context length in tokens.")] = 256,
     batch_size: Annotated[int, typer.Option(help="Sequences per step (all devices).")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
@@ -71,7 +77,7 @@ def train(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Train one GPT for an exact token budget and log it to MLflow."""
-    from scalelab.train import TrainConfig, TrainingDiverged
+    from scalelab.train import TrainConfig, TrainingDiverged, check_no_repeats
     from scalelab.train import train as run_training
 
     with user_input(flags={"n_params_target": "--params", "tokens": "--tokens"}):
@@ -84,6 +90,8 @@ def train(
             variant=variant,
             corpus=corpus,
             tokenizer=tokenizer,
+            data_order=data_order,
+            repeat_data=repeat_data,
             context=context,
             batch_size=batch_size,
             lr=lr,
@@ -105,6 +113,7 @@ def train(
 
         data = prepare(cfg.corpus, cfg.tokenizer, cache_dir=ws.ensure().cache_dir)
         cfg.model_cfg(data.vocab_size)
+        check_no_repeats(cfg.tokens, len(data.train), cfg)
     try:
         result = run_training(cfg, ws, enable_progress_bar=not json_out)
     except TrainingDiverged as err:

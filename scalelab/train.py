@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from scalelab.data import RandomWindows, TokenData, prepare, val_windows
+from scalelab.data import EpochWindows, RandomWindows, TokenData, prepare, val_windows
 from scalelab.model import GPT, GPTConfig, config_for_params
 from scalelab.workspace import Workspace
 
@@ -45,6 +46,12 @@ class TrainConfig(BaseModel):
     # Data.
     corpus: str = "stdlib"
     tokenizer: str = "byte"
+    data_order: Literal["random", "epoch"] = Field(
+        "random", description="random windows, or shuffled non-overlapping ones (no repeats)"
+    )
+    repeat_data: bool = Field(
+        False, description="allow a budget larger than the training split (repeated data)"
+    )
 
     # Budget and optimisation.
     tokens: int = Field(2_000_000, gt=0, description="training tokens D")
@@ -161,8 +168,19 @@ def _lightning_module_class() -> type[L.LightningModule]:
 
         def train_dataloader(self) -> torch.utils.data.DataLoader:
             # Each rank draws its own windows; batches arrive whole, so no collation.
-            seed = self.cfg.seed + 1_000_003 * self.trainer.global_rank
-            stream = RandomWindows(self.data.train, self.cfg.context, self.device_batch, seed)
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+            if self.cfg.data_order == "epoch":  # one shared order, split between ranks
+                stream = EpochWindows(
+                    self.data.train,
+                    self.cfg.context,
+                    self.device_batch,
+                    self.cfg.seed,
+                    rank=rank,
+                    world=world,
+                )
+            else:
+                seed = self.cfg.seed + 1_000_003 * rank
+                stream = RandomWindows(self.data.train, self.cfg.context, self.device_batch, seed)
             return torch.utils.data.DataLoader(stream, batch_size=None)
 
         def val_dataloader(self) -> torch.utils.data.DataLoader:
@@ -259,6 +277,29 @@ def run_params(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, tokens: 
     }
 
 
+class RepeatedDataError(ValueError):
+    """A budget larger than the training split, without ``repeat_data``."""
+
+
+def check_no_repeats(tokens: int, train_tokens: int, cfg: TrainConfig) -> None:
+    """Refuse a run that would see training text twice, unless ``repeat_data`` allows it.
+
+    Repeated tokens are worth less than fresh ones (Muennighoff et al. 2023), so a run that
+    repeats data sits off the scaling law fitted on runs that do not.
+    """
+    epochs = tokens / max(1, train_tokens)
+    if epochs <= 1:
+        return
+    if not cfg.repeat_data:
+        raise RepeatedDataError(
+            f"tokens: {tokens:,} training tokens are {epochs:.2f} passes over the "
+            f"{train_tokens:,}-token training split of corpus {cfg.corpus!r}; use a larger "
+            "corpus (e.g. python-all, or a folder of text), a smaller budget, or set "
+            "repeat_data to train on repeated data"
+        )
+    warnings.warn(f"training repeats data: {epochs:.2f} epochs of {cfg.corpus!r}", stacklevel=2)
+
+
 def make_trainer(
     cfg: TrainConfig,
     steps: int,
@@ -331,6 +372,7 @@ def train(
     tokens_per_step = cfg.batch_size * cfg.context
     steps = max(1, cfg.tokens // tokens_per_step)
     tokens = steps * tokens_per_step
+    check_no_repeats(tokens, len(data.train), cfg)
     val_every_steps = max(1, (cfg.val_every or tokens // 10) // tokens_per_step)
 
     tracking.ensure_experiment(cfg.experiment, workspace)

@@ -37,6 +37,11 @@ def run_cli(
         (["train", "--params", "-3"], "--params: Input should be greater than 0"),
         (["train", "--preset", "n10k", "--corpus", "/no/such/place"], "/no/such/place"),
         (["train", "--preset", "n10k", "--lr", "abc"], "--lr"),
+        (
+            ["train", "--preset", "n10k", "--corpus", "stdlib-notests", "--tokens", "1e9"],
+            "passes over the",
+        ),
+        (["train", "--preset", "n10k", "--data-order", "sorted"], "--data-order"),
         (["rlhf", "dance", "--preset", "n10k"], "stage must be one of sft, reward, ppo"),
         (["rlhf", "sft", "--preset", "n10k", "--set", "kl_coef"], "expected KEY=VALUE"),
     ],

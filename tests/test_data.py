@@ -16,6 +16,7 @@ from scalelab.data import (
     BPETokenizer,
     ByteTokenizer,
     CorpusMismatchError,
+    EpochWindows,
     RandomWindows,
     TokenData,
     bigram_loss,
@@ -375,3 +376,33 @@ def test_folder_without_text_files_is_rejected(tmp_path: Path) -> None:
     odd.write_bytes(b"\x00\x01\x02")
     with pytest.raises(ValueError, match="odd size"):
         prepare(odd, "pretokenized", cache_dir=tmp_path / "cache")
+
+
+def test_epoch_windows_see_every_token_once_per_epoch() -> None:
+    tokens = np.arange(17 * 40 + 5, dtype=np.uint16)  # 40 windows of 17 tokens, 5 left over
+    stream = EpochWindows(tokens, context=16, batch_size=8, seed=1)
+    first_epoch = torch.cat([stream.batch(i)[0] for i in range(5)])
+    starts = sorted(int(row[0]) for row in first_epoch)
+    assert starts == [17 * k for k in range(40)]  # every window once, none twice
+    x, y = stream.batch(0)
+    assert torch.equal(y, x + 1)
+    second = torch.cat([stream.batch(i)[0] for i in range(5, 10)])
+    assert sorted(int(row[0]) for row in second) == starts  # reshuffled, still once each
+    assert not torch.equal(second, first_epoch)
+    # Two data-parallel ranks split one order: disjoint windows, together the whole epoch.
+    ranks = [
+        EpochWindows(tokens, context=16, batch_size=4, seed=1, rank=r, world=2) for r in (0, 1)
+    ]
+    seen = [int(row[0]) for i in range(5) for s in ranks for row in s.batch(i)[0]]
+    assert sorted(seen) == starts
+
+
+def test_a_budget_beyond_the_training_split_is_refused_unless_allowed() -> None:
+    from scalelab.train import RepeatedDataError, TrainConfig, check_no_repeats
+
+    cfg = TrainConfig(preset="n10k", corpus="stdlib")
+    check_no_repeats(1_000, 1_000, cfg)  # exactly one epoch is fine
+    with pytest.raises(RepeatedDataError, match=r"tokens: 2,500 training tokens are 2.50 passes"):
+        check_no_repeats(2_500, 1_000, cfg)
+    with pytest.warns(UserWarning, match="repeats data: 2.50 epochs"):
+        check_no_repeats(2_500, 1_000, cfg.model_copy(update={"repeat_data": True}))

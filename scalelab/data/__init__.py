@@ -5,7 +5,7 @@ corpus's content hash, the tokenizer id, bytes per token and n-gram baselines);
 ``RandomWindows`` streams training batches from it and ``val_windows`` fixes the validation set.
 """
 
-from scalelab.data.batches import RandomWindows, val_windows
+from scalelab.data.batches import EpochWindows, RandomWindows, val_windows
 from scalelab.data.cache import CorpusMismatchError, TokenData, corpus_content_hash, prepare
 from scalelab.data.corpus import BUILTIN_CORPORA, BinCorpus, TextCorpus, resolve_corpus
 from scalelab.data.ngram import bigram_loss, ngram_baselines, unigram_loss
@@ -17,6 +17,7 @@ __all__ = [
     "BinCorpus",
     "ByteTokenizer",
     "CorpusMismatchError",
+    "EpochWindows",
     "RandomWindows",
     "TextCorpus",
     "TokenData",
