@@ -64,6 +64,22 @@ def test_compute_budgets_give_d_equal_c_over_6n_in_whole_steps() -> None:
     assert order == [("C1e11", 9872), ("C1e11", 100096), ("C1e12", 9872), ("C1e12", 100096)]
 
 
+def test_full_flops_budgets_count_attention_and_unembedding() -> None:
+    from scalelab.model import GPTConfig
+
+    data = {**BASE, "budgets": {"compute": [1e11], "flops": "full"}, "sizes": ["n10k", "n100k"]}
+    spec = parse_spec(data)
+    six_nd = parse_spec({**data, "budgets": {"compute": [1e11]}})
+    for cell, naive in zip(spec.cells(), six_nd.cells(), strict=True):
+        shape = GPTConfig.from_name(cell.preset, context=64, vocab_size=256)
+        per_token = shape.flops_per_token(include_embedding=True)
+        assert 1e11 - per_token * 32 * 64 < per_token * cell.tokens <= 1e11
+        assert cell.tokens < naive.tokens  # the smallest model is no longer cheap
+    # Full counting is part of what a stored sweep's results mean; 6nd sweeps keep their hash.
+    assert spec.identity()["budgets"] == {"compute": [1e11], "flops": "full"}
+    assert six_nd.identity()["budgets"] == {"compute": [1e11]}
+
+
 def test_tokens_per_param_and_searched_batches_share_a_step() -> None:
     spec = parse_spec(
         {**BASE, "budgets": {"tokens_per_param": [20]}, "search": {"batch_size": [8, 12]}}
@@ -105,7 +121,9 @@ MALFORMED = [
     ({"sizes": ["n10k", "huge"]}, "sizes: 'huge' is neither a preset"),
     ({"sizes": ["n10k", 1e4]}, "sizes: n10k and N1e4 build the same model"),
     ({"budgets": {"tokens": [1e5], "compute": [1e12]}}, "budgets: give exactly one budget axis"),
-    ({"budgets": {"flops": [1e12]}}, "budgets: unknown key 'flops'; allowed keys: compute,"),
+    ({"budgets": {"flop": [1e12]}}, "budgets: unknown key 'flop'; allowed keys: compute,"),
+    ({"budgets": {"tokens": [1e5], "flops": "full"}}, "budgets: flops counts compute budgets"),
+    ({"budgets": {"compute": [1e12], "flops": "8nd"}}, "budgets.flops: Input should be '6nd'"),
     ({"budgets": {"compute": [1e6]}}, "budgets: budget C1e6 gives n10k"),
     ({"search": {"lr": "fast"}}, "search.lr: give lr as a number (fixed), a list"),
     ({"search": {"lr": {"low": 1e-2, "high": 1e-3}}}, "search.lr: lr range: high (0.001)"),

@@ -3,7 +3,9 @@
 - ``OptunaPruning`` reports the validation loss to the trial keyed by **tokens seen** (global
   step × tokens per step). Optuna's stock Lightning callback keys reports by epoch; a run here is
   one long epoch validated several times, so all but one report per epoch would be dropped, and
-  global steps are not comparable between trials with different batch sizes.
+  global steps are not comparable between trials with different batch sizes. An RLHF stage's
+  budget is steps, so every trial of a cell validates at the same steps: its reports are keyed
+  by global step.
 - ``BatchedMLflowLogging`` buffers metrics and sends them in one ``log_batch`` call every few
   seconds and at each validation: over HTTP to a tracking server one call costs tens of
   milliseconds, which per logged step would cost more than the training of a small model.
@@ -27,11 +29,14 @@ MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 class OptunaPruning(L.Callback):
     """Report ``monitor`` after each validation during fit; raise ``TrialPruned`` when told.
 
-    The last validation of a run is reported but never pruned: the run is complete by then.
-    A non-finite validation loss raises ``TrainingDiverged``.
+    Reports are keyed by tokens seen (global step × ``tokens_per_step``), or by global step
+    when ``tokens_per_step`` is None. The last validation of a run is reported but never
+    pruned: the run is complete by then. A non-finite value raises ``TrainingDiverged``.
     """
 
-    def __init__(self, trial: optuna.Trial, tokens_per_step: int, monitor: str = "val/loss"):
+    def __init__(
+        self, trial: optuna.Trial, tokens_per_step: int | None = None, monitor: str = "val/loss"
+    ) -> None:
         self.trial = trial
         self.tokens_per_step = tokens_per_step
         self.monitor = monitor
@@ -44,20 +49,21 @@ class OptunaPruning(L.Callback):
         if value is None:
             return
         value = float(value)
-        tokens_seen = trainer.global_step * self.tokens_per_step
+        step = trainer.global_step
+        if self.tokens_per_step is None:
+            at, where = step, f"step {step}"
+        else:
+            at = step * self.tokens_per_step
+            where = f"tokens_seen {at:,} (step {step})"
         if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"validation loss became {value} at tokens_seen {tokens_seen:,} "
-                f"(step {trainer.global_step})"
-            )
-        self.trial.report(value, tokens_seen)
-        self.reports.append((tokens_seen, value))
-        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            raise TrainingDiverged(f"validation loss became {value} at {where} ({self.monitor})")
+        self.trial.report(value, at)
+        self.reports.append((at, value))
+        if trainer.max_steps > 0 and step >= trainer.max_steps:
             return
         if self.trial.should_prune():
             raise optuna.TrialPruned(
-                f"pruned at tokens_seen {tokens_seen:,} (step {trainer.global_step}): "
-                f"{self.monitor} {value:.4f} is worse than the pruner allows"
+                f"pruned at {where}: {self.monitor} {value:.4f} is worse than the pruner allows"
             )
 
 

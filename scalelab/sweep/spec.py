@@ -7,6 +7,11 @@ per parameter ratio), a hyper-parameter search run in every cell, a pruner, seed
 Optuna studies and MLflow runs go. A *cell* is one (size, budget, seed); each cell is one Optuna
 study with ``search.trials`` trials.
 
+``stage`` picks what a trial trains: ``pretrain`` (``scalelab.train``, the default) or an RLHF
+stage (``sft``, ``reward``, ``ppo``, ``classify``: ``scalelab.rlhf.run_stage`` on its synthetic
+task), whose budget axis is optimizer steps and whose ``train:`` overrides are the stage's
+config fields.
+
 Loading reports every mistake with the field it concerns and what is allowed
 (``SpecError``); unknown keys are refused, so a typo never silently falls back to a default.
 Only pydantic and PyYAML are imported here; the model and trainer modules are imported inside
@@ -44,6 +49,9 @@ SWEEP_CONTROLLED = frozenset(
         "run_name",
     }
 )
+# ... and the fields of an RLHF stage's config it sets (budgets are steps; the trunk is a size).
+STAGE_CONTROLLED = SWEEP_CONTROLLED | {"steps", "eval_every", "init"}
+BUDGET_AXES = ("compute", "tokens", "tokens_per_param", "steps")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
 
 
@@ -230,7 +238,7 @@ class PrunerSpec(_Strict):
     """Stops unpromising trials early, comparing trials of the same cell only.
 
     Reports are keyed by tokens seen, so trials with different batch sizes compare at the
-    same point of training.
+    same point of training; for an RLHF stage, whose budget is steps, by optimizer step.
     """
 
     kind: Literal["none", "median", "hyperband"] = "none"
@@ -268,15 +276,22 @@ class HeartbeatSpec(_Strict):
 
 
 class Budgets(_Strict):
-    """Exactly one budget axis."""
+    """Exactly one budget axis: ``steps`` for an RLHF stage, one of the others to pretrain."""
 
     compute: list[float] | None = Field(None, description="FLOPs C; D = C / (6·N)")
     tokens: list[float] | None = Field(None, description="training tokens D")
     tokens_per_param: list[float] | None = Field(None, description="D = ratio · N")
+    steps: list[int] | None = Field(None, description="optimizer steps of an RLHF stage")
+    flops: Literal["6nd", "full"] = Field(
+        "6nd",
+        description="how compute budgets count FLOPs: 6nd (6·N·D, N non-embedding) or full "
+        "(the model's forward and backward matmuls per token, attention and unembedding "
+        "included, times D)",
+    )
 
-    @field_validator("compute", "tokens", "tokens_per_param")
+    @field_validator("compute", "tokens", "tokens_per_param", "steps")
     @classmethod
-    def _values(cls, value: list[float] | None, info: Any) -> list[float] | None:
+    def _values(cls, value: list[Any] | None, info: Any) -> list[Any] | None:
         if value is None:
             return value
         if not value:
@@ -288,17 +303,23 @@ class Budgets(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Budgets:
-        given = [k for k in ("compute", "tokens", "tokens_per_param") if getattr(self, k)]
+        given = [k for k in BUDGET_AXES if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one budget axis: compute (FLOPs), tokens, or tokens_per_param"
-                + (f"; got {', '.join(given)}" if given else "")
+                "give exactly one budget axis: compute (FLOPs), tokens, or tokens_per_param, "
+                "or steps for an RLHF stage" + (f"; got {', '.join(given)}" if given else "")
             )
+        return self
+
+    @model_validator(mode="after")
+    def _flops_with_compute(self) -> Budgets:
+        if self.flops != "6nd" and not self.compute:
+            raise ValueError("flops counts compute budgets; drop it or give budgets as compute")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("compute", "tokens", "tokens_per_param") if getattr(self, k))
+        return next(k for k in BUDGET_AXES if getattr(self, k))
 
     @property
     def values(self) -> list[float]:
@@ -330,9 +351,11 @@ class Cell:
     n_params: int
     tokens: int
     compute: float
-    budget: str  # e.g. C1e13, D2e6, r20
+    budget: str  # e.g. C1e13, D2e6, r20, S300
     seed: int
     d_model: int
+    # An RLHF stage's budget; pretraining's steps vary with the searched batch size.
+    steps: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -353,6 +376,9 @@ class SweepSpec(_Strict):
 
     name: str = Field(description="letters, digits, '.', '_', '-'")
     description: str = ""
+    stage: Literal["pretrain", "sft", "reward", "ppo", "classify"] = Field(
+        "pretrain", description="what a trial trains: pretrain, or an RLHF stage"
+    )
     corpus: str = "stdlib"
     tokenizer: str = "byte"
     variant: Literal["gpt1", "gpt2", "gpt3"] = "gpt2"
@@ -362,6 +388,7 @@ class SweepSpec(_Strict):
     )
     budgets: Budgets = Field(
         description="one of compute: [FLOPs...], tokens: [D...] or tokens_per_param: [ratio...]"
+        " (pretrain), or steps: [optimizer steps...] (RLHF stages)"
     )
     search: SearchSpec = SearchSpec()
     pruner: PrunerSpec = PrunerSpec()
@@ -369,7 +396,9 @@ class SweepSpec(_Strict):
     validations: int = Field(
         4, ge=1, le=1000, description="validations per trial; pruners see each one"
     )
-    train: dict[str, Any] = Field(default_factory=dict, description="other TrainConfig fields")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="other TrainConfig (or stage config) fields"
+    )
     storage: str | None = Field(None, description="Optuna storage URL [default: workspace]")
     experiment: str | None = Field(None, description="MLflow experiment [default: name]")
     heartbeat: HeartbeatSpec = HeartbeatSpec()
@@ -420,25 +449,66 @@ class SweepSpec(_Strict):
 
     @field_validator("train")
     @classmethod
-    def _train_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _train_overrides(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
+        from scalelab.rlhf.config import CONFIGS
         from scalelab.train import TrainConfig
 
+        if "stage" not in info.data:
+            return value  # the stage itself is invalid, and reported
+        stage = info.data["stage"]
+        config = TrainConfig if stage == "pretrain" else CONFIGS[stage]
+        controlled = SWEEP_CONTROLLED if stage == "pretrain" else STAGE_CONTROLLED
         for key in value:
-            if key in SWEEP_CONTROLLED:
+            if key in controlled:
                 raise ValueError(
                     f"{key!r} is set by the sweep itself (sizes, budgets, search, seeds, "
-                    "context, corpus...), not under train:"
+                    "validations, context...), not under train:"
                 )
-            if key not in TrainConfig.model_fields:
-                allowed = sorted(set(TrainConfig.model_fields) - SWEEP_CONTROLLED)
-                raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+            if key not in config.model_fields:
+                allowed = sorted(set(config.model_fields) - controlled)
+                of = "" if stage == "pretrain" else f" for stage {stage}"
+                raise ValueError(f"unknown key {key!r}{of}; allowed keys: {', '.join(allowed)}")
         try:
-            TrainConfig(preset="n10k", **value)
+            config(preset="n10k", **value)
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"{field}: {first['msg']}") from None
+            msg = first["msg"].removeprefix("Value error, ")  # a check across fields: no loc
+            raise ValueError(f"{field}: {msg}" if field else msg) from None
         return value
+
+    @model_validator(mode="after")
+    def _budget_fits_stage(self) -> SweepSpec:
+        kind = self.budgets.kind
+        if self.stage == "pretrain":
+            if kind == "steps":
+                raise ValueError(
+                    "budgets: steps is the budget of an RLHF stage (stage: sft, reward, ppo or "
+                    "classify); to pretrain give compute, tokens or tokens_per_param"
+                )
+            return self
+        if kind != "steps":
+            raise ValueError(
+                f"budgets: stage {self.stage} trains for a number of optimizer steps; give "
+                f"budgets: {{steps: [...]}} instead of {kind}"
+            )
+        if (self.corpus, self.tokenizer) != ("stdlib", "byte"):
+            raise ValueError(
+                f"corpus: stage {self.stage} trains on its synthetic byte-level task "
+                "(scalelab.rlhf.task); drop corpus and tokenizer, and set task fields under "
+                "train: {task: {...}}"
+            )
+        if self.stage == "ppo" and self.pruner.kind != "none":
+            raise ValueError(
+                "pruner: ppo evaluates inside its training loop, with no validation for a "
+                "pruner to watch; set pruner: none"
+            )
+        if self.stage == "ppo" and len(self.search.batch_sizes()) > 1:
+            raise ValueError(
+                "search: ppo does not use batch_size (its batches are rollout_batch and "
+                "minibatch_size, set under train:); give one batch_size"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cells_are_trainable(self) -> SweepSpec:
@@ -460,16 +530,22 @@ class SweepSpec(_Strict):
     def resolved_sizes(self) -> list[Size]:
         """Each size with its exact N and shape; two sizes building one model are refused."""
         from scalelab.model import GPTConfig, config_for_params
+        from scalelab.rlhf.config import stage_config
 
         sizes: list[Size] = []
         seen: dict[tuple[int, int, int], str] = {}
         for item in self.sizes:
-            if isinstance(item, str):
-                cfg = GPTConfig.from_name(item, variant=self.variant)
-                size = Size(item, None, cfg.n_params, (cfg.n_layer, cfg.n_head, cfg.d_model))
+            preset, target = (item, None) if isinstance(item, str) else (None, float(item))
+            if self.stage != "pretrain":  # the trunk the stage builds (byte vocabulary)
+                shape = dict(variant=self.variant, context=self.context)
+                cfg = stage_config(
+                    self.stage, preset=preset, n_params_target=target, **shape
+                ).model_cfg()
+            elif preset is not None:
+                cfg = GPTConfig.from_name(preset, variant=self.variant)
             else:
-                cfg = config_for_params(item, variant=self.variant)
-                size = Size(None, item, cfg.n_params, (cfg.n_layer, cfg.n_head, cfg.d_model))
+                cfg = config_for_params(target, variant=self.variant)
+            size = Size(preset, target, cfg.n_params, (cfg.n_layer, cfg.n_head, cfg.d_model))
             if size.shape in seen:
                 raise ValueError(
                     f"{seen[size.shape]} and {size.label} build the same model "
@@ -479,19 +555,55 @@ class SweepSpec(_Strict):
             sizes.append(size)
         return sizes
 
+    def flops_per_token(self, size: Size) -> float:
+        """Training FLOPs per token of ``size`` as compute budgets count them (``flops``).
+
+        Under ``6nd`` tiny models look cheap: at 1e4-1e5 parameters attention and the
+        unembedding are 1.5-3x the 6·N matmuls, so IsoFLOP optima drift to the smallest sizes.
+        """
+        if self.budgets.flops == "6nd":
+            return 6.0 * size.n_params
+        from scalelab.data.tokenizer import parse_spec as parse_tokenizer
+        from scalelab.model import GPTConfig
+
+        kind, vocab = parse_tokenizer(self.tokenizer)
+        if kind == "pretokenized":
+            raise ValueError(
+                "flops: full needs the vocabulary size, which a pretokenized corpus does not "
+                "name; use flops: 6nd"
+            )
+        n_layer, n_head, d_model = size.shape
+        model = GPTConfig(
+            n_layer=n_layer,
+            n_head=n_head,
+            d_model=d_model,
+            variant=self.variant,
+            context=self.context,
+            vocab_size=vocab or 256,
+        )
+        return model.flops_per_token(include_embedding=True)
+
     def cells(self) -> list[Cell]:
         """Every (size, budget, seed), smallest budget first, then smallest size.
 
         D is rounded down to a whole number of steps for every searched batch size, so all
-        trials of a cell train on exactly the same number of tokens.
+        trials of a cell train on exactly the same number of tokens. A stage's budget is
+        steps; its D is nominal: steps × the largest searched batch × context.
         """
-        step = self.tokens_per_step()
         kind = self.budgets.kind
+        step = (
+            max(self.search.batch_sizes()) * self.context
+            if kind == "steps"
+            else self.tokens_per_step()
+        )
         cells: list[tuple[float, Cell]] = []
         for size in self.resolved_sizes():
             for value in self.budgets.values:
-                if kind == "compute":
-                    wanted, label = value / (6 * size.n_params), f"C{_short(value)}"
+                steps = int(value) if kind == "steps" else None
+                if steps is not None:
+                    wanted, label = steps * step, f"S{_short(steps)}"
+                elif kind == "compute":
+                    wanted, label = value / self.flops_per_token(size), f"C{_short(value)}"
                 elif kind == "tokens":
                     wanted, label = value, f"D{_short(value)}"
                 else:
@@ -522,6 +634,7 @@ class SweepSpec(_Strict):
                                 budget=label,
                                 seed=seed,
                                 d_model=size.shape[2],
+                                steps=steps,
                             ),
                         )
                     )
@@ -535,13 +648,17 @@ class SweepSpec(_Strict):
         trials extend every cell.
         """
         search = self.search.model_dump(mode="json", exclude={"trials"})
+        # Pretraining sweeps stored before stages existed keep their identity.
+        stage = {} if self.stage == "pretrain" else {"stage": self.stage}
         return {
+            **stage,
             "corpus": self.corpus,
             "tokenizer": self.tokenizer,
             "variant": self.variant,
             "context": self.context,
             "sizes": [c if isinstance(c, str) else _short(c) for c in self.sizes],
-            "budgets": {self.budgets.kind: self.budgets.values},
+            "budgets": {self.budgets.kind: self.budgets.values}
+            | ({"flops": "full"} if self.budgets.flops == "full" else {}),
             "seeds": list(self.seeds),
             "cells": [[c.key, c.n_params, c.tokens] for c in self.cells()],
             "search": search,

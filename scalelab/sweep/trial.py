@@ -5,6 +5,10 @@ The MLflow run is created here, as a child of the sweep's parent run (tag
 ``MLFlowLogger`` cannot nest runs itself. The Optuna trial keeps the run id (user attribute
 ``mlflow_run_id``) and the run keeps the trial (tags ``sweep``, ``cell``, ``trial``).
 
+A spec's RLHF ``stage`` is trained by ``scalelab.rlhf.run_stage`` instead: its ``loss`` is the
+trial's value and its headline metric is kept as user attributes ``metric`` and
+``metric_name``; the run is tagged ``stage``.
+
 Outcomes, each recorded in both places:
 
 - ``COMPLETE``: the final validation loss is the trial's value; the run is ``FINISHED``.
@@ -39,8 +43,10 @@ from optuna.trial import TrialState
 from scalelab.sweep.spec import Cell, Range, SweepSpec, WidthRule
 
 if TYPE_CHECKING:
+    from lightning import Callback
     from mlflow import MlflowClient
 
+    from scalelab.rlhf import StageResult
     from scalelab.workspace import Workspace
 
 FINAL_OUTCOMES = frozenset({"diverged", "error"})  # failures that are not retried
@@ -98,17 +104,23 @@ def tell(study: optuna.Study, trial: optuna.Trial, **kwargs: Any) -> None:
             raise
 
 
+def horizon(cell: Cell) -> int:
+    """A trial's length in the unit of its pruning reports: tokens seen when pretraining,
+    optimizer steps for an RLHF stage (see ``callbacks.OptunaPruning``)."""
+    return cell.tokens if cell.steps is None else cell.steps
+
+
 def make_pruner(spec: SweepSpec, cell: Cell) -> optuna.pruners.BasePruner:
-    """The spec's pruner with its steps in tokens seen, the unit of every report."""
+    """The spec's pruner with its steps in the unit of every report (``horizon``)."""
     p = spec.pruner
     if p.kind == "median":
         return optuna.pruners.MedianPruner(
-            n_startup_trials=p.startup_trials, n_warmup_steps=int(p.warmup * cell.tokens)
+            n_startup_trials=p.startup_trials, n_warmup_steps=int(p.warmup * horizon(cell))
         )
     if p.kind == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=val_every(spec, cell),
-            max_resource=cell.tokens,
+            max_resource=horizon(cell),
             reduction_factor=p.reduction_factor,
         )
     return optuna.pruners.NopPruner()
@@ -116,7 +128,10 @@ def make_pruner(spec: SweepSpec, cell: Cell) -> optuna.pruners.BasePruner:
 
 def val_every(spec: SweepSpec, cell: Cell) -> int:
     """Tokens between validations: a whole number of steps for every searched batch size,
-    so trials of a cell are validated (and reported to the pruner) at the same tokens seen."""
+    so trials of a cell are validated (and reported to the pruner) at the same tokens seen.
+    For an RLHF stage, steps between validations (its ``eval_every``)."""
+    if cell.steps is not None:
+        return max(1, cell.steps // spec.validations)
     step = spec.tokens_per_step()
     return max(step, (cell.tokens // spec.validations) // step * step)
 
@@ -241,6 +256,41 @@ def set_run_state(client: MlflowClient, run_id: str, status: str, **tags: str) -
     client.set_terminated(run_id, status)
 
 
+def _train_stage(
+    spec: SweepSpec,
+    cell: Cell,
+    trial: optuna.Trial,
+    workspace: Workspace,
+    run_id: str,
+    params: dict[str, Any],
+    logging: Callback,
+) -> StageResult:
+    """Train ``spec.stage`` for the cell's steps, pruned on the validation loss that becomes
+    the trial's value; ppo validates inside its own loop, so no pruning callback sees it."""
+    from scalelab.rlhf import run_stage, stage_config
+    from scalelab.rlhf.stages import HEADLINE
+    from scalelab.sweep.callbacks import OptunaPruning
+
+    cfg = stage_config(
+        spec.stage,
+        preset=cell.preset,
+        n_params_target=cell.n_params_target,
+        variant=spec.variant,
+        context=spec.context,
+        steps=cell.steps,
+        seed=cell.seed,
+        eval_every=val_every(spec, cell),
+        experiment=spec.experiment_name,
+        run_name=f"{cell.key}/{trial.number}",
+        **params,
+        **spec.train,
+    )
+    monitor = HEADLINE[spec.stage][2]
+    callbacks = [logging] if monitor is None else [OptunaPruning(trial, monitor=monitor), logging]
+    # The run exists (tagged by run_trial): run_stage continues it by id.
+    return run_stage(spec.stage, cfg, workspace, run_id=run_id, callbacks=callbacks)
+
+
 def run_trial(
     *,
     spec: SweepSpec,
@@ -279,6 +329,8 @@ def run_trial(
         "slot": str(frozen.user_attrs.get("slot", "")),
         "worker": worker_name(),
     }
+    if spec.stage != "pretrain":
+        tags["stage"] = spec.stage  # run_stage tags only the runs it creates itself
     if retried_from is not None:
         tags["retry_of_trial"] = str(retried_from)
     run = client.create_run(experiment_id, run_name=f"{cell.key}/{number}", tags=tags)
@@ -290,35 +342,44 @@ def run_trial(
     with Heartbeat(storage, trial._trial_id):
         try:
             params = suggest(trial, spec, cell)
-            cfg = TrainConfig(
-                preset=cell.preset,
-                n_params_target=cell.n_params_target,
-                variant=spec.variant,
-                context=spec.context,
-                corpus=spec.corpus,
-                tokenizer=spec.tokenizer,
-                tokens=cell.tokens,
-                seed=cell.seed,
-                val_every=val_every(spec, cell),
-                experiment=spec.experiment_name,
-                run_name=f"{cell.key}/{number}",
-                **params,
-                **spec.train,
-            )
-            pruning = OptunaPruning(trial, tokens_per_step=cfg.batch_size * cfg.context)
-            result = train(
-                cfg,
-                workspace,
-                run_id=run_id,
-                callbacks=[pruning, BatchedMLflowLogging(flush_every)],
-                enable_progress_bar=False,
-            )
+            logging = BatchedMLflowLogging(flush_every)
+            if spec.stage == "pretrain":
+                cfg = TrainConfig(
+                    preset=cell.preset,
+                    n_params_target=cell.n_params_target,
+                    variant=spec.variant,
+                    context=spec.context,
+                    corpus=spec.corpus,
+                    tokenizer=spec.tokenizer,
+                    tokens=cell.tokens,
+                    seed=cell.seed,
+                    val_every=val_every(spec, cell),
+                    experiment=spec.experiment_name,
+                    run_name=f"{cell.key}/{number}",
+                    **params,
+                    **spec.train,
+                )
+                pruning = OptunaPruning(trial, tokens_per_step=cfg.batch_size * cfg.context)
+                result = train(
+                    cfg,
+                    workspace,
+                    run_id=run_id,
+                    callbacks=[pruning, logging],
+                    enable_progress_bar=False,
+                )
+            else:
+                result = _train_stage(spec, cell, trial, workspace, run_id, params, logging)
+                trial.set_user_attr("metric", result.metric)
+                trial.set_user_attr("metric_name", result.metric_name)
             loss, train_seconds = result.loss, result.wall_time
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"final validation loss is {loss}")
             state = "COMPLETE"
         except optuna.TrialPruned as err:
             state, reason = "PRUNED", str(err)
+            if spec.stage != "pretrain":
+                # run_stage tags every exception as the run's failure; being pruned is not one.
+                client.delete_tag(run_id, "failure_reason")
             set_run_state(client, run_id, "KILLED", trial_state="PRUNED", pruned_reason=reason)
         except TrainingDiverged as err:
             reason = str(err)
