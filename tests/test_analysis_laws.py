@@ -8,6 +8,7 @@ import pytest
 from scipy.optimize import approx_fprime, minimize_scalar
 
 from scalelab.analysis import Chinchilla, KaplanJoint, Law, PowerLaw, make_law
+from scalelab.analysis.laws import PlateauLaw
 
 CHINCHILLA = Chinchilla(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 KAPLAN = KaplanJoint(N_c=8.8e13, D_c=5.4e13, alpha_N=0.076, alpha_D=0.095)
@@ -18,6 +19,8 @@ LAWS = {
     "power_n": PowerLaw(variable="n_params", E=1.8, A=400.0, alpha=0.34),
     "power_c": PowerLaw(variable="compute", E=1.7, A=2000.0, alpha=0.15),
     "power_c_no_offset": PowerLaw(variable="compute", irreducible=False, A=50.0, alpha=0.05),
+    "plateau": PlateauLaw(plateau=3.2, E=1.6, C0=1e19, alpha=0.3),
+    "plateau_no_offset": PlateauLaw(plateau=3.2, irreducible=False, C0=1e19, alpha=0.3),
 }
 INPUTS = {
     "n_params": np.array([1e7, 3e8, 7e10]),
@@ -37,6 +40,14 @@ def test_predict_matches_the_written_formulas():
     )
     np.testing.assert_allclose(LAWS["power_c"].predict(compute=c), 1.7 + 2000.0 * c**-0.15)
     np.testing.assert_allclose(LAWS["power_c_no_offset"].predict(compute=c), 50.0 * c**-0.05)
+    np.testing.assert_allclose(
+        LAWS["plateau"].predict(compute=c), 1.6 + 1.6 / (1 + (c / 1e19) ** 0.3)
+    )
+    # From the plateau at small compute, the slope steepens towards -alpha (no E).
+    flat = LAWS["plateau_no_offset"]
+    assert flat.predict(compute=1e9) == pytest.approx(3.2, rel=1e-2)
+    slopes = np.diff(np.log(flat.predict(compute=np.array([1e17, 1e18, 1e25, 1e26])))) / np.log(10)
+    assert -0.3 < slopes[-1] < slopes[0] < 0 and slopes[-1] == pytest.approx(-0.3, rel=2e-2)
 
 
 def test_predict_is_vectorised_and_returns_floats_for_scalars():

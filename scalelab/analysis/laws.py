@@ -520,7 +520,86 @@ class KaplanJoint(Law):
         return n, k / n
 
 
-LAWS: dict[str, type[Law]] = {cls.name: cls for cls in (PowerLaw, Chinchilla, KaplanJoint)}
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class PlateauLaw(Law):
+    """L(C) = E + (L0 − E) / (1 + (C/C0)^alpha): a plateau at L0, then a power law down to E.
+
+    Hestness et al. (2017) describe three regions of a learning curve: a small-budget region
+    near the best guess, a power-law region and an irreducible floor. Tiny language models
+    sit in the first bend: the loss starts at the unigram entropy of the corpus (what a model
+    that uses no context can reach) and its log-log slope steepens with compute, which the
+    GPT-4 report's E + A·C^-alpha (whose slope only flattens) cannot follow. ``L0`` is not
+    fitted: give the corpus's unigram entropy (``scalelab.data`` baselines). For C ≫ C0 the
+    law is E + (L0 − E)·(C/C0)^-alpha. With ``irreducible=False``, E = 0.
+    """
+
+    name: ClassVar[str] = "plateau"
+    plateau: float | None = None  # L0, fixed (a configuration, not a fitted parameter)
+    E: float = math.nan
+    C0: float = math.nan
+    alpha: float = math.nan
+
+    def __post_init__(self) -> None:
+        if self.plateau is None or not (math.isfinite(self.plateau) and self.plateau > 0):
+            raise ValueError(f"plateau (L0) must be a positive loss; got {self.plateau!r}")
+        if not self.irreducible and not (math.isnan(self.E) or self.E == 0.0):
+            raise ValueError("a plateau law without irreducible term has no E")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return ("compute",)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return ("E", "C0", "alpha") if self.irreducible else ("C0", "alpha")
+
+    @property
+    def log_params(self) -> frozenset[str]:
+        return frozenset({"E", "C0"})
+
+    def formula(self) -> str:
+        if not self.irreducible:
+            return f"{self.plateau:.4g} / (1 + (C/{{C0}})^{{alpha}})"
+        return f"{{E}} + ({self.plateau:.4g} − {{E}}) / (1 + (C/{{C0}})^{{alpha}})"
+
+    def log_model(self, theta, z, jac=False):
+        theta = np.asarray(theta, dtype=float)
+        if self.irreducible:
+            log_e, c0, alpha = (theta[..., i, None] for i in range(3))
+            e = np.exp(log_e)
+        else:
+            c0, alpha = (theta[..., i, None] for i in range(2))
+            e = np.zeros_like(c0)
+        x = np.clip(alpha * (z[0] - c0), -700.0, 700.0)
+        s = 0.5 * (1.0 - np.tanh(0.5 * x))  # 1 / (1 + e^x), without overflow
+        height = self.plateau - e
+        loss = e + height * s
+        out = np.log(loss)
+        if not jac:
+            return out
+        ds = s * (1.0 - s)
+        rows = [height * alpha * ds / loss, -height * (z[0] - c0) * ds / loss]
+        if self.irreducible:
+            rows.insert(0, e * (1.0 - s) / loss)
+        return out, np.stack(rows)
+
+    def theta_bounds(self):
+        b = [(0.0, 120.0), (1e-3, 5.0)]
+        return [(-20.0, math.log(self.plateau)), *b] if self.irreducible else b
+
+    def theta_grid(self):
+        c0 = np.arange(5.0, 70.0, 5.0)
+        alpha = np.array([0.05, 0.1, 0.2, 0.35, 0.5, 0.8])
+        if not self.irreducible:
+            return np.array(list(itertools.product(c0, alpha)))
+        log_e = math.log(self.plateau) + np.log([0.05, 0.2, 0.4, 0.6, 0.8])
+        return np.array(list(itertools.product(log_e, c0, alpha)))
+
+
+LAWS: dict[str, type[Law]] = {
+    cls.name: cls for cls in (PowerLaw, Chinchilla, KaplanJoint, PlateauLaw)
+}
 
 
 def make_law(spec: str | Law | Mapping[str, Any]) -> Law:

@@ -1,0 +1,528 @@
+"""Predictable scaling end to end: train a ladder, forecast a run 10-1000x larger, log the
+forecast to MLflow, then train that run and score the forecast.
+
+``run_study(spec_path, targets, workspace)``:
+
+1. runs the ladder sweep (``scalelab sweep run``, resumable), then, while a compute budget's
+   best size sits at the edge of the sizes tried, a small extension sweep with a size beyond
+   it (``<name>-x1``, ``-x2``...; the smallest shape, one layer of width 8, cannot shrink);
+2. picks the law and fit range by backtesting inside the ladder
+   (``scalelab.analysis.forecast.select_law``);
+3. plans each target from the ladder alone: N from the IsoFLOP optima extrapolated in compute,
+   D from the full FLOPs per token, the learning rate and batch size from power laws fitted
+   to the best trials of the ladder;
+4. logs a ``kind=forecast`` MLflow run per target (the predicted loss, its interval and the
+   predicted curve) and only then trains the target, tagged with the forecast's run id;
+5. records the outcome on the forecast run (``actual_loss``, ``error``, ``covered``).
+
+Each step is skipped when it is already done: a killed study resumes where it stopped, and a
+forecast is never rewritten once its target has started.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from scalelab.analysis.forecast import (
+    Forecast,
+    Selection,
+    cell_table,
+    curve_shape,
+    edge_budgets,
+    fit_rule,
+    forecast,
+    frontier,
+    predict_curve,
+    select_law,
+)
+from scalelab.sweep.spec import SweepSpec, load_spec
+from scalelab.workspace import Workspace
+
+MAX_EXTENSIONS = 3
+GROWTH = 1.6  # a new edge size is this factor beyond the old edge
+
+
+@dataclass
+class Plan:
+    """The configuration of a target run, decided from the ladder only."""
+
+    compute_full: float
+    n_layer: int
+    n_head: int
+    d_model: int
+    n_params: int
+    n_params_total: int
+    tokens: int
+    lr: float
+    batch_size: int
+    n_params_wanted: float
+
+    def row(self) -> dict[str, float]:
+        return {
+            "n_params": self.n_params,
+            "n_params_total": self.n_params_total,
+            "tokens": self.tokens,
+            "compute": 6.0 * self.n_params * self.tokens,
+            "compute_full": self.compute_full,
+        }
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    forecast: Forecast
+    forecast_run_id: str
+    target_run_id: str
+    actual: float
+    curve: pd.DataFrame  # fraction, predicted, actual
+
+    @property
+    def error(self) -> float:
+        return self.forecast.loss / self.actual - 1.0
+
+    @property
+    def covered(self) -> bool:
+        return self.forecast.lo <= self.actual <= self.forecast.hi
+
+
+def _client(workspace: Workspace) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=workspace.tracking_uri)
+
+
+def run_sweep(spec_path: Path, workspace: Workspace, workers: int, echo: Callable) -> None:
+    """``scalelab sweep run`` in a subprocess: its workers and recovery as a user gets them."""
+    command = [
+        sys.executable,
+        "-m",
+        "scalelab",
+        "sweep",
+        "run",
+        str(spec_path),
+        "--workers",
+        str(workers),
+        "--workspace",
+        str(workspace.root),
+        "--tracking-uri",
+        workspace.tracking_uri,
+    ]
+    echo(f"$ scalelab sweep run {spec_path} --workers {workers}")
+    done = subprocess.run(command, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"sweep {spec_path} exited with code {done.returncode}")
+
+
+def ladder_runs(experiment: str, sweeps: Sequence[str], workspace: Workspace) -> pd.DataFrame:
+    """Every completed ladder trial: sizes, budget, hyper-parameters and final loss."""
+    client = _client(workspace)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment {experiment!r}: run the ladder first")
+    runs = [
+        run
+        for sweep in sweeps  # MLflow's filter has no IN for tags
+        for run in client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.sweep = '{sweep}' AND tags.trial_state = 'COMPLETE'",
+            max_results=50_000,
+        )
+    ]
+    rows = []
+    for run in runs:
+        p, tags = run.data.params, run.data.tags
+        if "loss" not in run.data.metrics:
+            continue
+        budget = tags["cell"].split("-")[1]
+        baselines = ast.literal_eval(tags.get("corpus_baselines", "{}"))
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "sweep": tags["sweep"],
+                "cell": f"{tags['sweep']}/{tags['cell']}",
+                "budget": float(budget[1:]),
+                **{k: float(p[k]) for k in ("n_params", "n_params_total", "tokens")},
+                "compute_full": float(p["compute_full"]),
+                "lr": float(p["lr"]),
+                "batch_size": int(p["batch_size"]),
+                "d_model": int(p["d_model"]),
+                "n_layer": int(p["n_layer"]),
+                "loss": float(run.data.metrics["loss"]),
+                "unigram": float(baselines.get("unigram", math.nan)),
+            }
+        )
+    if not rows:
+        raise ValueError(f"no completed trial of sweeps {list(sweeps)} in {experiment!r}")
+    return pd.DataFrame(rows)
+
+
+def _extension_spec(spec: SweepSpec, index: int, cells: pd.DataFrame) -> dict | None:
+    """A spec adding a size beyond each edge optimum, or None if nothing can be added."""
+    from scalelab.model import config_for_params
+
+    sizes, budgets = set(), set()
+    for budget, side in edge_budgets(cells).items():
+        group = cells[cells["budget"] == budget]
+        edge = group["n_params"].min() if side == "low" else group["n_params"].max()
+        wanted = edge / GROWTH if side == "low" else edge * GROWTH
+        shape = config_for_params(wanted, variant=spec.variant)
+        if shape.n_params in set(cells["n_params"]):
+            continue  # the smallest shape cannot shrink further
+        sizes.add(float(f"{wanted:.2g}"))
+        budgets.add(budget)
+    if not sizes:
+        return None
+    data = spec.model_dump(mode="json", exclude_none=True)
+    data.update(
+        name=f"{spec.name}-x{index}",
+        experiment=spec.experiment_name,
+        sizes=sorted(sizes),
+        budgets={"compute": sorted(budgets), "flops": spec.budgets.flops},
+        description=f"sizes added beyond the edge optima of {spec.name}",
+    )
+    return data
+
+
+def run_ladder(
+    spec_path: Path, workspace: Workspace, *, workers: int = 1, echo: Callable = print
+) -> tuple[SweepSpec, list[str]]:
+    """Run the ladder and its edge extensions; return the spec and every sweep's name."""
+    spec = load_spec(spec_path)
+    run_sweep(spec_path, workspace, workers, echo)
+    sweeps = [spec.name]
+    folder = workspace.root / "ladder-extensions"
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(1, MAX_EXTENSIONS + 1):
+        cells = cell_table(ladder_runs(spec.experiment_name, sweeps, workspace))
+        data = _extension_spec(spec, index, cells)
+        if data is None:
+            break
+        path = folder / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        echo(f"edge optima at budgets {data['budgets']['compute']}: adding sizes {data['sizes']}")
+        run_sweep(path, workspace, workers, echo)
+        sweeps.append(data["name"])
+    return spec, sweeps
+
+
+@dataclass
+class Rules:
+    """How the ladder's best runs scale, fitted once: tokens per parameter, lr(N), batch(C)."""
+
+    tokens_per_param: float
+    lr: tuple[float, float]  # (k, p) of lr = k·N^p
+    batch: tuple[float, float]  # (k, p) of batch = k·C^p
+
+
+def fit_rules(cells: pd.DataFrame) -> Rules:
+    """Allocation, learning rate and batch size for runs beyond the ladder.
+
+    Allocation: the tokens per parameter of the best run of each budget in the ladder's upper
+    half, held constant (N_opt ∝ C^0.5, as Hoffmann et al. 2022 found). A ladder spans a
+    decade or less, over which a fitted N_opt ∝ C^a is too noisy to extrapolate 1000x: on
+    these ladders a came out from 0.6 to 1.5, which at 1000x beyond would train the target
+    on 2-3 tokens per parameter. The learning rate falls with size and the batch grows with
+    compute: each is a power law fitted to the best trial of every cell, and of every budget.
+    """
+    best = frontier(cells)
+    upper = best.iloc[len(best) // 2 :]
+    ratio = float(np.exp(np.mean(np.log(upper["tokens"] / upper["n_params"]))))
+    batches = best["batch_size"].to_numpy().astype(float)
+    k, p = fit_rule(best["budget"].to_numpy(), batches)
+    if p < 0:
+        # Larger budgets never want smaller batches (the critical batch grows as the loss
+        # falls, Kaplan et al. 2020); a falling fit is noise or a search bound: hold it.
+        k, p = float(np.exp(np.median(np.log(batches[-2:])))), 0.0
+    return Rules(
+        tokens_per_param=ratio,
+        lr=fit_rule(cells["n_params"].to_numpy(), cells["lr"].to_numpy()),
+        batch=(k, p),
+    )
+
+
+def plan_target(spec: SweepSpec, rules: Rules, compute_full: float) -> Plan:
+    """Size, tokens, learning rate and batch of a compute-optimal run at ``compute_full``:
+    the shape on the preset width rule whose D / N at this compute is closest to the rule's."""
+    from scalelab.model import config_for_params
+    from scalelab.sweep.spec import Size
+
+    def tokens_per_param(n: float) -> tuple[float, Any]:
+        model = config_for_params(n, variant=spec.variant, context=spec.context, vocab_size=256)
+        size = Size(None, n, model.n_params, (model.n_layer, model.n_head, model.d_model))
+        per_token = spec.flops_per_token(size)
+        return compute_full / per_token / model.n_params, (model, per_token)
+
+    # Around C = 6·N·D with D = ratio·N; the full count moves the answer by less than 3x.
+    guess = math.sqrt(compute_full / (6.0 * rules.tokens_per_param))
+    grid = np.geomspace(guess / 3, guess * 3, 25)
+    ratios = [tokens_per_param(n)[0] for n in grid]
+    n_opt = float(grid[np.argmin(np.abs(np.log(np.array(ratios) / rules.tokens_per_param)))])
+    _, (model, per_token) = tokens_per_param(n_opt)
+    batch = max(1, round(rules.batch[0] * compute_full ** rules.batch[1]))
+    step = batch * spec.context
+    tokens = int(compute_full / per_token) // step * step
+    return Plan(
+        compute_full=per_token * tokens,
+        n_layer=model.n_layer,
+        n_head=model.n_head,
+        d_model=model.d_model,
+        n_params=model.n_params,
+        n_params_total=model.n_params_total,
+        tokens=tokens,
+        lr=float(rules.lr[0] * model.n_params ** rules.lr[1]),
+        batch_size=batch,
+        n_params_wanted=n_opt,
+    )
+
+
+def _val_curve(client: Any, run_id: str, steps: int) -> pd.Series:
+    """A run's validation losses by fraction of training. Lightning logs a validation during
+    fit at the step before ``global_step``, and the final one (after fit) at ``steps``."""
+    history = client.get_metric_history(run_id, "val/loss")
+    return pd.Series(
+        {round(min(m.step + 1, steps) / steps, 3): m.value for m in history}, dtype=float
+    ).sort_index()
+
+
+def frontier_curves(cells: pd.DataFrame, workspace: Workspace, context: int) -> pd.DataFrame:
+    """Validation curves of the best run of each budget, as fractions of training."""
+    client = _client(workspace)
+    rows = []
+    for _, run in frontier(cells).iterrows():
+        steps = int(run["tokens"]) // (int(run["batch_size"]) * context)
+        curve = _val_curve(client, run["run_id"], steps)
+        rows += [{"run_id": run["run_id"], "fraction": f, "loss": v} for f, v in curve.items()]
+    return pd.DataFrame(rows)
+
+
+def _fingerprint(cells: pd.DataFrame) -> str:
+    return hashlib.sha256(",".join(sorted(cells["run_id"])).encode()).hexdigest()[:12]
+
+
+def _find(client: Any, experiment_id: str, filter_string: str) -> Any | None:
+    runs = client.search_runs([experiment_id], filter_string=filter_string, max_results=1)
+    return runs[0] if runs else None
+
+
+def log_forecast(
+    client: Any,
+    experiment_id: str,
+    plan: Plan,
+    result: Forecast,
+    curve: pd.Series,
+    selection: Selection,
+    fingerprint: str,
+) -> str:
+    """A finished ``kind=forecast`` run holding the prediction, made before the target."""
+    from scalelab.tracking import log_json_artifact
+
+    run = client.create_run(
+        experiment_id,
+        run_name=f"forecast C{plan.compute_full:.2g}",
+        tags={
+            "kind": "forecast",
+            "target_compute": f"{plan.compute_full:.6g}",
+            "ladder": fingerprint,
+            "forecast_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    run_id = run.info.run_id
+    for key, value in {**plan.row(), "lr": plan.lr, "batch_size": plan.batch_size}.items():
+        client.log_param(run_id, key, value)
+    client.log_param(run_id, "law", result.candidate[:500])
+    for key in ("loss", "lo", "hi", "naive_loss", "decades"):
+        client.log_metric(
+            run_id, f"predicted_{key}" if key != "decades" else key, getattr(result, key)
+        )
+    log_json_artifact(
+        client,
+        run_id,
+        {
+            "forecast": result.to_dict(),
+            "plan": plan.__dict__,
+            "curve": {str(k): v for k, v in curve.items()},
+            "backtests": selection.table().to_dict("records"),
+        },
+        "forecast.json",
+    )
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def train_target(plan: Plan, spec: SweepSpec, workspace: Workspace, forecast_run_id: str) -> Any:
+    from scalelab.train import TrainConfig, train
+
+    validations = 10
+    step = plan.batch_size * spec.context
+    cfg = TrainConfig(
+        n_params_target=plan.n_params_wanted,
+        variant=spec.variant,
+        context=spec.context,
+        corpus=spec.corpus,
+        tokenizer=spec.tokenizer,
+        tokens=plan.tokens,
+        batch_size=plan.batch_size,
+        lr=plan.lr,
+        warmup=spec.search.warmup if isinstance(spec.search.warmup, float) else 0.05,
+        val_every=max(step, plan.tokens // validations // step * step),
+        experiment=spec.experiment_name,
+        run_name=f"target C{plan.compute_full:.2g}",
+        **spec.train,
+    )
+    return train(
+        cfg,
+        workspace,
+        tags={"kind": "target", "forecast_run_id": forecast_run_id},
+        enable_progress_bar=False,
+    )
+
+
+def run_target(
+    spec: SweepSpec,
+    cells: pd.DataFrame,
+    selection: Selection,
+    compute_full: float,
+    workspace: Workspace,
+    *,
+    echo: Callable = print,
+) -> Outcome:
+    """Forecast (or reuse the forecast of) one target, then train it (or reuse it)."""
+    client = _client(workspace)
+    experiment_id = client.get_experiment_by_name(spec.experiment_name).experiment_id
+    fingerprint = _fingerprint(cells)
+    plan = plan_target(spec, fit_rules(cells), compute_full)
+    result = forecast(cells, plan.row(), selection)
+    shape = curve_shape(frontier_curves(cells, workspace, spec.context), _floor(result))
+    curve = predict_curve(result.loss, _floor(result), shape)
+    key = f"tags.kind = 'forecast' AND tags.ladder = '{fingerprint}' AND " + (
+        f"tags.target_compute = '{plan.compute_full:.6g}'"
+    )
+    existing = _find(client, experiment_id, key)
+    if existing is None:
+        forecast_id = log_forecast(
+            client, experiment_id, plan, result, curve, selection, fingerprint
+        )
+        echo(
+            f"forecast for C={plan.compute_full:.3g} logged (run {forecast_id}): "
+            f"{result.loss:.4f} [{result.lo:.4f}, {result.hi:.4f}]"
+        )
+    else:
+        forecast_id = existing.info.run_id
+        echo(f"forecast for C={plan.compute_full:.3g} already logged (run {forecast_id})")
+    done = _find(
+        client,
+        experiment_id,
+        f"tags.kind = 'target' AND tags.forecast_run_id = '{forecast_id}' "
+        "AND attributes.status = 'FINISHED'",
+    )
+    if done is None:
+        echo(
+            f"training target: N={plan.n_params:,} (d_model {plan.d_model}, {plan.n_layer} "
+            f"layers) D={plan.tokens:,} lr={plan.lr:.3g} batch={plan.batch_size}"
+        )
+        target_id = train_target(plan, spec, workspace, forecast_id).run_id
+    else:
+        target_id = done.info.run_id
+    actual = float(client.get_run(target_id).data.metrics["loss"])
+    history = _val_curve(client, target_id, plan.tokens // (plan.batch_size * spec.context))
+    outcome = Outcome(
+        plan=plan,
+        forecast=result,
+        forecast_run_id=forecast_id,
+        target_run_id=target_id,
+        actual=actual,
+        curve=_join_curves(curve, history),
+    )
+    client.set_tag(forecast_id, "target_run_id", target_id)
+    for key, value in {
+        "actual_loss": actual,
+        "error": outcome.error,
+        "covered": float(outcome.covered),
+    }.items():
+        client.log_metric(forecast_id, key, value)
+    return outcome
+
+
+def _floor(result: Forecast) -> float:
+    return float(result.law.get("params", {}).get("E") or 0.0)
+
+
+def _join_curves(predicted: pd.Series, actual: pd.Series) -> pd.DataFrame:
+    """Predicted and actual loss at the fractions where the target was validated."""
+    fractions = actual.index.to_numpy()
+    grid = predicted.index.to_numpy(dtype=float)
+    values = np.interp(fractions, grid, predicted.to_numpy(), left=np.nan)
+    return pd.DataFrame({"fraction": fractions, "predicted": values, "actual": actual.values})
+
+
+def run_study(
+    spec_path: str | Path,
+    targets: Sequence[float],
+    workspace: Workspace,
+    *,
+    workers: int = 1,
+    echo: Callable = print,
+) -> dict[str, Any]:
+    """The whole study (see the module docstring); returns everything a report needs."""
+    spec, sweeps = run_ladder(Path(spec_path), workspace, workers=workers, echo=echo)
+    runs = ladder_runs(spec.experiment_name, sweeps, workspace)
+    cells = cell_table(runs)
+    selection = select_law(cells)
+    echo(f"law chosen by backtest: {selection.chosen.name} from budget {selection.chosen.skip + 1}")
+    outcomes = []
+    for compute in sorted(targets):
+        outcome = run_target(spec, cells, selection, compute, workspace, echo=echo)
+        echo(
+            f"C={outcome.plan.compute_full:.3g}: predicted {outcome.forecast.loss:.4f} "
+            f"[{outcome.forecast.lo:.4f}, {outcome.forecast.hi:.4f}], actual "
+            f"{outcome.actual:.4f}, error {outcome.error:+.2%}, "
+            f"{'covered' if outcome.covered else 'NOT covered'}"
+        )
+        outcomes.append(outcome)
+    return {
+        "spec": spec,
+        "sweeps": sweeps,
+        "runs": runs,
+        "cells": cells,
+        "selection": selection,
+        "outcomes": outcomes,
+        "edges": edge_budgets(cells),
+    }
+
+
+def summary(study: dict[str, Any]) -> str:
+    return json.dumps(
+        [
+            {
+                "compute_full": o.plan.compute_full,
+                "predicted": o.forecast.loss,
+                "lo": o.forecast.lo,
+                "hi": o.forecast.hi,
+                "actual": o.actual,
+                "error": o.error,
+                "covered": o.covered,
+                "naive": o.forecast.naive_loss,
+                "decades": o.forecast.decades,
+            }
+            for o in study["outcomes"]
+        ],
+        indent=2,
+    )
+
+
+def extrapolation(compute: float, ladder_max: float) -> float:
+    return compute / ladder_max if ladder_max > 0 else math.inf
