@@ -318,9 +318,17 @@ def _find(client: Any, experiment_id: str, filter_string: str) -> Any | None:
     return runs[0] if runs else None
 
 
+def _load_forecast(client: Any, run_id: str) -> tuple[Plan, Forecast, pd.Series]:
+    path = client.download_artifacts(run_id, "forecast.json")
+    payload = json.loads(Path(path).read_text())
+    curve = pd.Series({float(k): v for k, v in payload["curve"].items()}, dtype=float)
+    return Plan(**payload["plan"]), Forecast(**payload["forecast"]), curve.sort_index()
+
+
 def log_forecast(
     client: Any,
     experiment_id: str,
+    requested: float,
     plan: Plan,
     result: Forecast,
     curve: pd.Series,
@@ -335,7 +343,7 @@ def log_forecast(
         run_name=f"forecast C{plan.compute_full:.2g}",
         tags={
             "kind": "forecast",
-            "target_compute": f"{plan.compute_full:.6g}",
+            "target_compute": f"{requested:.6g}",
             "ladder": fingerprint,
             "forecast_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -404,24 +412,27 @@ def run_target(
     client = _client(workspace)
     experiment_id = client.get_experiment_by_name(spec.experiment_name).experiment_id
     fingerprint = _fingerprint(cells)
-    plan = plan_target(spec, fit_rules(cells), compute_full)
-    result = forecast(cells, plan.row(), selection)
-    shape = curve_shape(frontier_curves(cells, workspace, spec.context), _floor(result))
-    curve = predict_curve(result.loss, _floor(result), shape)
-    key = f"tags.kind = 'forecast' AND tags.ladder = '{fingerprint}' AND " + (
-        f"tags.target_compute = '{plan.compute_full:.6g}'"
+    key = (
+        f"tags.kind = 'forecast' AND tags.ladder = '{fingerprint}' AND "
+        f"tags.target_compute = '{compute_full:.6g}'"
     )
     existing = _find(client, experiment_id, key)
     if existing is None:
+        plan = plan_target(spec, fit_rules(cells), compute_full)
+        result = forecast(cells, plan.row(), selection)
+        shape = curve_shape(frontier_curves(cells, workspace, spec.context), _floor(result))
+        curve = predict_curve(result.loss, _floor(result), shape)
         forecast_id = log_forecast(
-            client, experiment_id, plan, result, curve, selection, fingerprint
+            client, experiment_id, compute_full, plan, result, curve, selection, fingerprint
         )
         echo(
             f"forecast for C={plan.compute_full:.3g} logged (run {forecast_id}): "
             f"{result.loss:.4f} [{result.lo:.4f}, {result.hi:.4f}]"
         )
     else:
+        # What was logged before the target trained is the forecast, whatever the code does now.
         forecast_id = existing.info.run_id
+        plan, result, curve = _load_forecast(client, forecast_id)
         echo(f"forecast for C={plan.compute_full:.3g} already logged (run {forecast_id})")
     done = _find(
         client,

@@ -8,11 +8,13 @@ the target:
 
 1. ``cell_table(runs)``: the best trial of each (size, budget) cell.
 2. ``select_law(cells)``: every candidate (a law, the points it is fitted to and how far down
-   the ladder it starts) is fitted without the largest budget and scored by its error on the
-   best run of that budget. The winner is refitted on the whole ladder.
+   the ladder it starts) is fitted without the largest budget, then without the two largest,
+   up to half the ladder, and scored by the root-mean-square log error of its predictions
+   for the best run of each held-out budget. The winner is refitted on the whole ladder.
 3. ``forecast(cells, target)``: the winner's prediction for the target run, with a bootstrap
    interval widened by the candidate's own backtest error per decade of extrapolation: a
    nominal interval that ignores error in the law's form under-covers when extrapolating.
+   The form error is the candidate's backtest RMS log error per decade, times the decades.
 4. ``curve_shape`` / ``predict_curve``: loss curves of compute-optimal runs with one schedule
    collapse once normalised by their final loss (Qiu et al. 2025, "Scaling collapse"):
    ``(L(f·D) − E) / (L(D) − E)`` depends on the fraction ``f`` of training only, so the
@@ -41,6 +43,7 @@ from scalelab.analysis.laws import Chinchilla, Law, PlateauLaw, PowerLaw
 Points = Literal["frontier", "cells"]
 LEVEL = 0.9
 Z_LEVEL = 1.6448536269514722  # two-sided 90% normal quantile
+RIVAL_FACTOR = 2.0  # backtest errors within this factor of the best are indistinguishable
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,8 @@ def candidates(n_budgets: int, plateau: float | None = None) -> list[Candidate]:
     out = []
     for skip in range(n_budgets):
         for c in base:
-            # The backtest holds out the largest budget, so the fit needs enough budgets
-            # below it.
-            if n_budgets - 1 - skip >= c.min_budgets():
+            # The backtest holds out up to half the budgets; the fit needs enough below them.
+            if n_budgets - max(holdouts(n_budgets)) - skip >= c.min_budgets():
                 out.append(Candidate(c.name, c.law, c.points, c.compute_column, c.n_column, skip))
     return out
 
@@ -161,12 +163,14 @@ def edge_budgets(cells: pd.DataFrame) -> dict[float, str]:
     return out
 
 
-def _fit(candidate: Candidate, cells: pd.DataFrame) -> Law:
+def fit_candidate(candidate: Candidate, cells: pd.DataFrame) -> Law:
     return fit_law(candidate.data(cells), candidate.law, check_identifiability=False).law
 
 
 @dataclass
 class Backtest:
+    """One held-out prediction: fitted on the budgets up to a cut, scored on a larger one."""
+
     candidate: Candidate
     fit_budgets: int
     held_out: float  # the held-out budget
@@ -179,31 +183,48 @@ class Backtest:
         return self.predicted / self.actual - 1.0
 
     @property
-    def error_per_decade(self) -> float:
-        return abs(math.log(self.predicted / self.actual)) / max(self.decades, 1e-9)
+    def log_error(self) -> float:
+        return math.log(self.predicted / self.actual)
 
 
-def backtest_candidate(candidate: Candidate, cells: pd.DataFrame) -> Backtest | None:
-    """Fit without the largest budget; predict that budget's best run. None if too few points."""
+def holdouts(n_budgets: int) -> range:
+    """How many of the largest budgets each backtest leaves out: 1 to half the ladder.
+
+    One held-out budget is a short extrapolation, where a few per cent of noise in the best
+    run decides; leaving out up to half the ladder scores the laws on the longer
+    extrapolations that matter, with the same held-out points for every candidate.
+    """
+    return range(1, max(1, n_budgets // 2) + 1)
+
+
+def backtest_candidate(candidate: Candidate, cells: pd.DataFrame) -> list[Backtest] | None:
+    """Fit without the ``h`` largest budgets and predict each of their best runs, for every
+    ``h`` in ``holdouts``; None if the candidate cannot be fitted on the smallest fit set."""
     budgets = sorted(cells["budget"].unique())
-    held_out = budgets[-1]
-    train = cells[cells["budget"] < held_out]
-    if len(budgets) - 1 - candidate.skip < candidate.min_budgets():
-        return None
-    try:
-        law = _fit(candidate, train)
-    except ValueError:
-        return None
-    target = frontier(cells).iloc[-1]
-    largest_fitted = frontier(train)[candidate.compute_column].max()
-    return Backtest(
-        candidate=candidate,
-        fit_budgets=len(budgets) - 1 - candidate.skip,
-        held_out=float(held_out),
-        predicted=float(law.predict(**candidate.inputs(target))),
-        actual=float(target["loss"]),
-        decades=math.log10(float(target[candidate.compute_column]) / largest_fitted),
-    )
+    best = frontier(cells)
+    out = []
+    for h in holdouts(len(budgets)):
+        train = cells[cells["budget"] < budgets[-h]]
+        fitted = len(budgets) - h - candidate.skip
+        if fitted < candidate.min_budgets():
+            return None
+        try:
+            law = fit_candidate(candidate, train)
+        except ValueError:
+            return None
+        largest_fitted = frontier(train)[candidate.compute_column].max()
+        for _, target in best[best["budget"] >= budgets[-h]].iterrows():
+            out.append(
+                Backtest(
+                    candidate=candidate,
+                    fit_budgets=fitted,
+                    held_out=float(target["budget"]),
+                    predicted=float(law.predict(**candidate.inputs(target))),
+                    actual=float(target["loss"]),
+                    decades=math.log10(float(target[candidate.compute_column]) / largest_fitted),
+                )
+            )
+    return out
 
 
 @dataclass
@@ -212,38 +233,57 @@ class Selection:
     backtests: list[Backtest]
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            [
+        """One row per candidate: its held-out errors and their root mean square."""
+        rows = []
+        for candidate in dict.fromkeys(b.candidate for b in self.backtests):
+            mine = self.of(candidate)
+            rows.append(
                 {
-                    "law": b.candidate.name,
-                    "fit from budget": b.candidate.skip + 1,
-                    "budgets fitted": b.fit_budgets,
-                    "held-out budget": b.held_out,
-                    "predicted": b.predicted,
-                    "actual": b.actual,
-                    "error": b.error,
-                    "chosen": b.candidate == self.chosen,
+                    "law": candidate.name,
+                    "fit from budget": candidate.skip + 1,
+                    "held-out errors": " ".join(f"{b.error:+.1%}" for b in mine),
+                    "rms log error": _rms(mine),
+                    "chosen": candidate == self.chosen,
                 }
-                for b in self.backtests
-            ]
-        )
+            )
+        return pd.DataFrame(rows)
 
-    def backtest_of(self, candidate: Candidate) -> Backtest:
-        return next(b for b in self.backtests if b.candidate == candidate)
+    def of(self, candidate: Candidate) -> list[Backtest]:
+        return [b for b in self.backtests if b.candidate == candidate]
+
+    def rivals(self) -> list[Candidate]:
+        """Candidates the backtest cannot tell from the chosen one: RMS log error within
+        ``RIVAL_FACTOR`` times the chosen one's."""
+        best = _rms(self.of(self.chosen))
+        return [
+            c
+            for c in dict.fromkeys(b.candidate for b in self.backtests)
+            if c != self.chosen and _rms(self.of(c)) <= RIVAL_FACTOR * best
+        ]
+
+    def error_per_decade(self, candidate: Candidate) -> float:
+        """Root mean square of the candidate's log errors per decade of extrapolation."""
+        mine = self.of(candidate)
+        return math.sqrt(np.mean([(b.log_error / max(b.decades, 0.05)) ** 2 for b in mine]))
+
+
+def _rms(backtests: list[Backtest]) -> float:
+    return math.sqrt(np.mean([b.log_error**2 for b in backtests]))
 
 
 def select_law(cells: pd.DataFrame) -> Selection:
-    """The candidate with the smallest error on the held-out largest budget."""
+    """The candidate whose held-out predictions have the smallest root-mean-square log error
+    (fewer parameters break ties)."""
     n_budgets = cells["budget"].nunique()
     if n_budgets < 3:
         raise ValueError(f"a ladder needs at least 3 budgets to backtest; got {n_budgets}")
     plateau = float(cells["unigram"].iloc[0]) if "unigram" in cells else math.nan
     tried = candidates(n_budgets, plateau if math.isfinite(plateau) else None)
-    results = [b for c in tried if (b := backtest_candidate(c, cells))]
+    results = {c: b for c in tried if (b := backtest_candidate(c, cells))}
     if not results:
         raise ValueError("no candidate law could be backtested on this ladder")
-    best = min(results, key=lambda b: (abs(b.error), len(b.candidate.law.param_names)))
-    return Selection(best.candidate, results)
+    chosen = min(results, key=lambda c: (_rms(results[c]), len(c.law.param_names)))
+    return Selection(chosen, [b for bs in results.values() for b in bs])
 
 
 @dataclass
@@ -281,7 +321,10 @@ def forecast(
 
     The interval combines, in log space, the bootstrap interval of the fit (resampling the
     points it was fitted to) and the law-form error the backtest measured, scaled from the
-    backtest's extrapolation distance to this one in decades of compute.
+    backtest's extrapolation distance to this one in decades of compute. It is then widened
+    to cover the prediction of every *rival*: a candidate whose backtest error is within
+    ``RIVAL_FACTOR`` of the chosen one's. A ladder that cannot tell two laws apart gives no
+    reason to trust one of them where they disagree.
     """
     chosen = selection.chosen
     data = chosen.data(cells)
@@ -293,22 +336,30 @@ def forecast(
     boot_half = max(abs(math.log(float(p.hi) / point)), abs(math.log(point / float(p.lo))))
     largest = float(frontier(cells)[chosen.compute_column].max())
     decades = math.log10(float(target[chosen.compute_column]) / largest)
-    form_half = Z_LEVEL * selection.backtest_of(chosen).error_per_decade * max(decades, 0.0)
+    form_half = Z_LEVEL * selection.error_per_decade(chosen) * max(decades, 0.0)
     half = math.hypot(boot_half, form_half)
-    naive = _fit(NAIVE, cells).predict(**NAIVE.inputs(target))
+    lo, hi = point * math.exp(-half), point * math.exp(half)
+    rivals = {
+        f"{c.name} (from budget {c.skip + 1})": float(
+            fit_candidate(c, cells).predict(**c.inputs(target))
+        )
+        for c in selection.rivals()
+    }
+    naive = fit_candidate(NAIVE, cells).predict(**NAIVE.inputs(target))
     return Forecast(
         target={k: float(target[k]) for k in target},
         candidate=f"{chosen.name} (from budget {chosen.skip + 1})",
         law=fit.law.to_dict(),
         loss=point,
-        lo=point * math.exp(-half),
-        hi=point * math.exp(half),
+        lo=min([lo, *rivals.values()]),
+        hi=max([hi, *rivals.values()]),
         level=LEVEL,
         boot_halfwidth=boot_half,
         form_halfwidth=form_half,
         decades=decades,
         naive_loss=float(naive),
         ladder_max_compute=largest,
+        extra={"rivals": rivals},
     )
 
 
