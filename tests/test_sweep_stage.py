@@ -107,7 +107,7 @@ def test_the_stage_is_part_of_the_identity_but_not_for_pretraining() -> None:
 def test_changing_the_stage_of_a_stored_sweep_is_refused(workspace: Workspace) -> None:
     url = f"journal:{workspace.root / 'optuna-journal.log'}"
     Sweep(parse_spec({**TINY, "stage": "reward"}), url, workspace).ensure(CORPUS)
-    with pytest.raises(SweepConflict, match="created by a different spec"):
+    with pytest.raises(SweepConflict, match="with a different stage"):
         Sweep(parse_spec({**TINY, "stage": "sft"}), url, workspace).ensure(CORPUS)
 
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 SETTLE_SECONDS = 30.0  # a stale trial's re-queue happens within this time of its failure
 IDENTITY_LABELS = {
+    "stage": "stage",
     "corpus_hash": "corpus (content hash)",
     "corpus": "corpus",
     "tokenizer": "tokenizer",
