@@ -89,6 +89,7 @@ class Outcome:
     target_run_id: str
     actual: float
     curve: pd.DataFrame  # fraction, predicted, actual
+    seconds: float  # the target's training wall time
 
     @property
     def error(self) -> float:
@@ -162,6 +163,7 @@ def ladder_runs(experiment: str, sweeps: Sequence[str], workspace: Workspace) ->
                 "d_model": int(p["d_model"]),
                 "n_layer": int(p["n_layer"]),
                 "loss": float(run.data.metrics["loss"]),
+                "seconds": (run.info.end_time - run.info.start_time) / 1000,
                 "unigram": float(baselines.get("unigram", math.nan)),
             }
         )
@@ -448,7 +450,8 @@ def run_target(
         target_id = train_target(plan, spec, workspace, forecast_id).run_id
     else:
         target_id = done.info.run_id
-    actual = float(client.get_run(target_id).data.metrics["loss"])
+    metrics = client.get_run(target_id).data.metrics
+    actual = float(metrics["loss"])
     history = _val_curve(client, target_id, plan.tokens // (plan.batch_size * spec.context))
     outcome = Outcome(
         plan=plan,
@@ -457,6 +460,7 @@ def run_target(
         target_run_id=target_id,
         actual=actual,
         curve=_join_curves(curve, history),
+        seconds=float(metrics.get("wall_time", math.nan)),
     )
     client.set_tag(forecast_id, "target_run_id", target_id)
     for key, value in {

@@ -7,7 +7,24 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 
-class RandomWindows(IterableDataset):
+class _BatchStream(IterableDataset):
+    """Batches ``start``, ``start + 1``, ... of ``self.batch(i)``; DataLoader worker ``w`` of
+    ``W`` makes batches ``w, w + W, ...``, which the DataLoader interleaves back in order."""
+
+    start: int
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __iter__(self):
+        info = get_worker_info()
+        step, index = (1, self.start) if info is None else (info.num_workers, self.start + info.id)
+        while True:
+            yield self.batch(index)
+            index += step
+
+
+class RandomWindows(_BatchStream):
     """An endless stream of ``(x, y)`` int64 batches of shape ``(batch_size, context)``.
 
     Each row is a window of ``context + 1`` consecutive tokens starting at a uniformly drawn
@@ -45,15 +62,8 @@ class RandomWindows(IterableDataset):
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
         return windows[:, :-1], windows[:, 1:]
 
-    def __iter__(self):
-        info = get_worker_info()
-        step, index = (1, self.start) if info is None else (info.num_workers, self.start + info.id)
-        while True:
-            yield self.batch(index)
-            index += step
 
-
-class EpochWindows(IterableDataset):
+class EpochWindows(_BatchStream):
     """Like ``RandomWindows``, but no token is seen twice before every token is seen once.
 
     The training split is cut into non-overlapping windows of ``context + 1`` tokens, shuffled
@@ -104,13 +114,6 @@ class EpochWindows(IterableDataset):
         ) * (self.context + 1)
         windows = torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
         return windows[:, :-1], windows[:, 1:]
-
-    def __iter__(self):
-        info = get_worker_info()
-        step, index = (1, self.start) if info is None else (info.num_workers, self.start + info.id)
-        while True:
-            yield self.batch(index)
-            index += step
 
 
 def val_windows(tokens: np.ndarray, context: int, max_tokens: int) -> torch.Tensor:

@@ -256,6 +256,22 @@ def set_run_state(client: MlflowClient, run_id: str, status: str, **tags: str) -
     client.set_terminated(run_id, status)
 
 
+def run_fields(spec: SweepSpec, cell: Cell, number: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Config fields every trial sets, pretraining or a stage: size, seed, tracking, the
+    sampled hyper-parameters and the spec's ``train:`` overrides."""
+    return dict(
+        preset=cell.preset,
+        n_params_target=cell.n_params_target,
+        variant=spec.variant,
+        context=spec.context,
+        seed=cell.seed,
+        experiment=spec.experiment_name,
+        run_name=f"{cell.key}/{number}",
+        **params,
+        **spec.train,
+    )
+
+
 def _train_stage(
     spec: SweepSpec,
     cell: Cell,
@@ -273,17 +289,9 @@ def _train_stage(
 
     cfg = stage_config(
         spec.stage,
-        preset=cell.preset,
-        n_params_target=cell.n_params_target,
-        variant=spec.variant,
-        context=spec.context,
         steps=cell.steps,
-        seed=cell.seed,
         eval_every=val_every(spec, cell),
-        experiment=spec.experiment_name,
-        run_name=f"{cell.key}/{trial.number}",
-        **params,
-        **spec.train,
+        **run_fields(spec, cell, trial.number, params),
     )
     monitor = HEADLINE[spec.stage][2]
     callbacks = [logging] if monitor is None else [OptunaPruning(trial, monitor=monitor), logging]
@@ -345,19 +353,11 @@ def run_trial(
             logging = BatchedMLflowLogging(flush_every)
             if spec.stage == "pretrain":
                 cfg = TrainConfig(
-                    preset=cell.preset,
-                    n_params_target=cell.n_params_target,
-                    variant=spec.variant,
-                    context=spec.context,
                     corpus=spec.corpus,
                     tokenizer=spec.tokenizer,
                     tokens=cell.tokens,
-                    seed=cell.seed,
                     val_every=val_every(spec, cell),
-                    experiment=spec.experiment_name,
-                    run_name=f"{cell.key}/{number}",
-                    **params,
-                    **spec.train,
+                    **run_fields(spec, cell, number, params),
                 )
                 pruning = OptunaPruning(trial, tokens_per_step=cfg.batch_size * cfg.context)
                 result = train(
