@@ -36,6 +36,12 @@ Backtests (``backtest``)
     ``backtest(runs, factors=(10, 100, 1000)) -> BacktestResult``: fit below a compute cut,
     predict every run above it, report relative errors and interval coverage per law.
 
+Forecasts from a ladder (``forecast``)
+    ``select_law(cells)`` picks a law and fit range by holding out the ladder's largest
+    budgets; ``forecast(cells, target, selection)`` predicts one planned run with an interval
+    that carries the law's backtest error and its rivals. :class:`PlateauLaw`
+    (``E + (L0 − E)/(1 + (C/C0)^alpha)``) follows small models out of the unigram plateau.
+
 Example::
 
     from scalelab.analysis import bootstrap, fit_law, load_runs_csv
@@ -51,9 +57,18 @@ from scalelab.analysis.approaches import envelope_fit, isoflop_fit
 from scalelab.analysis.backtest import BacktestResult, backtest, default_laws
 from scalelab.analysis.bootstrap import BootstrapResult, bootstrap
 from scalelab.analysis.fit import FitResult, fit_law
+from scalelab.analysis.forecast import forecast, select_law
 from scalelab.analysis.intervals import Prediction
 from scalelab.analysis.io import load_epoch_chinchilla, load_runs_csv, load_runs_mlflow
-from scalelab.analysis.laws import LAWS, Chinchilla, KaplanJoint, Law, PowerLaw, make_law
+from scalelab.analysis.laws import (
+    LAWS,
+    Chinchilla,
+    KaplanJoint,
+    Law,
+    PlateauLaw,
+    PowerLaw,
+    make_law,
+)
 from scalelab.analysis.objectives import Objective
 from scalelab.analysis.overoptimization import (
     OveroptFit,
@@ -79,6 +94,7 @@ __all__ = [
     "Objective",
     "OveroptFit",
     "OveroptScaling",
+    "PlateauLaw",
     "PowerLaw",
     "Prediction",
     "backtest",
@@ -92,6 +108,7 @@ __all__ = [
     "fit_law",
     "fit_overoptimization",
     "fit_overoptimization_by_size",
+    "forecast",
     "gold_model",
     "isoflop_fit",
     "load_epoch_chinchilla",
@@ -99,4 +116,5 @@ __all__ = [
     "load_runs_mlflow",
     "make_law",
     "prepare_runs",
+    "select_law",
 ]
