@@ -182,8 +182,8 @@ def _extension_spec(spec: SweepSpec, index: int, cells: pd.DataFrame) -> dict | 
         edge = group["n_params"].min() if side == "low" else group["n_params"].max()
         wanted = edge / GROWTH if side == "low" else edge * GROWTH
         shape = config_for_params(wanted, variant=spec.variant)
-        if shape.n_params in set(cells["n_params"]):
-            continue  # the smallest shape cannot shrink further
+        if shape.n_params in set(group["n_params"]):
+            continue  # already tried here: the smallest shape cannot shrink further
         sizes.add(float(f"{wanted:.2g}"))
         budgets.add(budget)
     if not sizes:
@@ -236,8 +236,9 @@ def fit_rules(cells: pd.DataFrame) -> Rules:
     Allocation: the tokens per parameter of the best run of each budget in the ladder's upper
     half, held constant (N_opt ∝ C^0.5, as Hoffmann et al. 2022 found). A ladder spans a
     decade or less, over which a fitted N_opt ∝ C^a is too noisy to extrapolate 1000x: on
-    these ladders a came out from 0.6 to 1.5, which at 1000x beyond would train the target
-    on 2-3 tokens per parameter. The learning rate falls with size and the batch grows with
+    the first ladders a came out at 0.87 (IsoFLOP minima, 90% interval −0.02 to 1.2) and 0.9
+    (best size per budget), which planned targets of 2.5-2.8 tokens per parameter 100-1000x
+    beyond. The learning rate falls with size and the batch grows with
     compute: each is a power law fitted to the best trial of every cell, and of every budget.
     """
     best = frontier(cells)
