@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from report import HERE, environment_line, fmt, interval, markdown_table, save_figure
 
+from scalelab.analysis import bootstrap, fit_law
 from scalelab.analysis.forecast import (
     NAIVE,
     candidates,
@@ -129,6 +130,15 @@ def learned(study: dict) -> list[str]:
         "frontier cell to bring the backtest noise below the differences between laws, and "
         "fits on intermediate checkpoints of a constant-then-decay schedule.",
     ]
+
+
+def law_intervals(study: dict) -> pd.DataFrame:
+    """The chosen law refitted on the whole ladder, its parameters with 90% intervals."""
+    chosen, cells = study["selection"].chosen, study["cells"]
+    data = chosen.data(cells)
+    fit = fit_law(data, chosen.law, check_identifiability=False)
+    boot = bootstrap(fit, data, n_resamples=1000, level=0.9, seed=0)
+    return boot.param_intervals()[["estimate", "lo", "hi", "se"]]
 
 
 def frontier_slopes(cells: pd.DataFrame) -> pd.DataFrame:
@@ -321,6 +331,11 @@ def write_report(study: dict, command: str) -> Path:
         f"{law['law']} {law['config']}: "
         + ", ".join(f"{k} = {fmt(v)}" for k, v in law["params"].items()),
         "```",
+        "",
+        "Its parameters with 90% bootstrap intervals (1,000 resamples of the points it was "
+        "fitted to):",
+        "",
+        markdown_table(law_intervals(study), index=True),
         "",
         markdown_table(bt),
         "",
