@@ -518,27 +518,3 @@ def run_study(
         "outcomes": outcomes,
         "edges": edge_budgets(cells),
     }
-
-
-def summary(study: dict[str, Any]) -> str:
-    return json.dumps(
-        [
-            {
-                "compute_full": o.plan.compute_full,
-                "predicted": o.forecast.loss,
-                "lo": o.forecast.lo,
-                "hi": o.forecast.hi,
-                "actual": o.actual,
-                "error": o.error,
-                "covered": o.covered,
-                "naive": o.forecast.naive_loss,
-                "decades": o.forecast.decades,
-            }
-            for o in study["outcomes"]
-        ],
-        indent=2,
-    )
-
-
-def extrapolation(compute: float, ladder_max: float) -> float:
-    return compute / ladder_max if ladder_max > 0 else math.inf
