@@ -250,7 +250,7 @@ def read_mlflow_table(experiment: str, workspace: Workspace, *, curves: bool = F
     runs = load_runs_mlflow(experiment, workspace.tracking_uri)
     if not curves:
         return RunTable(f"experiment {experiment}", runs)
-    from scalelab import tracking
+    from scalelab.results import tracking
 
     client = tracking.client(workspace)
     rows = []
@@ -655,7 +655,7 @@ def log_fit_run(
     """
     from mlflow.entities import Metric, Param
 
-    from scalelab import tracking
+    from scalelab.results import tracking
 
     experiment_id = tracking.ensure_experiment(fit.experiment, workspace)
     client = tracking.client(workspace)
@@ -711,7 +711,7 @@ def log_fit_run(
 
 def log_fit_artifacts(run_id: str, workspace: Workspace, paths: list[Path]) -> None:
     """Add files (a dashboard, figures) to an existing fit run."""
-    from scalelab import tracking
+    from scalelab.results import tracking
 
     client = tracking.client(workspace)
     for path in paths:
@@ -726,7 +726,7 @@ def load_fit_run(run_id: str, workspace: Workspace) -> StoredFit:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.exceptions import MlflowException
 
-    from scalelab import tracking
+    from scalelab.results import tracking
 
     client = tracking.client(workspace)
     try:
@@ -745,7 +745,7 @@ def load_fit_run(run_id: str, workspace: Workspace) -> StoredFit:
 
 def find_fit_run(experiment: str, workspace: Workspace, law: str | None = None) -> str | None:
     """The run id of the latest fit run of ``experiment`` (with ``law``), if any."""
-    from scalelab import tracking
+    from scalelab.results import tracking
 
     client = tracking.client(workspace)
     exp = client.get_experiment_by_name(experiment)

@@ -339,7 +339,7 @@ def log_forecast(
     fingerprint: str,
 ) -> str:
     """A finished ``kind=forecast`` run holding the prediction, made before the target."""
-    from scalelab.tracking import log_json_artifact
+    from scalelab.results.tracking import log_json_artifact
 
     run = client.create_run(
         experiment_id,

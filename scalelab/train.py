@@ -362,7 +362,7 @@ def train(
     import lightning as L
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from scalelab import tracking
+    from scalelab.results import tracking
 
     workspace = (workspace or Workspace.resolve()).ensure()
     data = prepare(cfg.corpus, cfg.tokenizer, cache_dir=workspace.cache_dir)

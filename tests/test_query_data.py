@@ -72,7 +72,7 @@ def make_experiment(workspace: Workspace, name: str = "syn", corpus: str = "abc1
     """
     from mlflow.entities import Metric, Param
 
-    from scalelab import tracking
+    from scalelab.results import tracking
 
     exp_id = tracking.ensure_experiment(name, workspace)
     client = tracking.client(workspace)

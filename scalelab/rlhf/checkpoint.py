@@ -45,7 +45,7 @@ def resolve(ref: str, workspace: Workspace | None = None) -> Path:
     if ref.startswith("runs:/"):
         from urllib.parse import unquote, urlparse
 
-        from scalelab import tracking
+        from scalelab.results import tracking
 
         run_id, _, path = ref[len("runs:/") :].strip("/").partition("/")
         path = path or ARTIFACT_PATH

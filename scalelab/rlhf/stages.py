@@ -334,7 +334,7 @@ def run_stage(
     import lightning as L
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from scalelab import tracking
+    from scalelab.results import tracking
     from scalelab.rlhf.loop import make_trainer
 
     cfg = stage_config(stage, cfg)

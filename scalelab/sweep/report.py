@@ -70,7 +70,7 @@ def fit_and_log(sweep: Sweep, results: pd.DataFrame, echo: Callable[[str], None]
 
     Returns the ``FitResult``, or None when the fit is impossible (the reason is printed).
     """
-    from scalelab import tracking
+    from scalelab.results import tracking
 
     parent = sweep.attrs.get("mlflow_parent_run_id")
     client = sweep.client

@@ -260,7 +260,7 @@ class Sweep:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            from scalelab import tracking
+            from scalelab.results import tracking
 
             self._client = tracking.client(self.workspace)
         return self._client
@@ -368,7 +368,7 @@ class Sweep:
     def _parent_run(self, run_id: str | None, corpus_hash: str) -> str:
         from mlflow.entities import Param
 
-        from scalelab import tracking
+        from scalelab.results import tracking
 
         client = self.client
         if run_id:

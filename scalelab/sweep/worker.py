@@ -79,8 +79,8 @@ def work(
     ``poll``: seconds between looks while other workers' trials run [default: a heartbeat
     interval, at most 5 s]. ``max_trials`` stops after that many trials (benchmarks, tests).
     """
-    from scalelab import tracking
     from scalelab.data import prepare
+    from scalelab.results import tracking
 
     attrs = sweep.attrs
     # Refuse a corpus whose content differs from the one the sweep started with.

@@ -1,7 +1,8 @@
-"""MLflow tracking: experiments that keep their artifacts in the workspace, and run loaders.
+"""MLflow tracking: the one place that opens an MLflow client or logger.
 
-MLflow is imported inside functions: importing it costs about a second, and prediction queries
-must not pay for it.
+Experiments keep their artifacts in the workspace; training runs log through
+:func:`run_logger` (Lightning's ``MLFlowLogger``). MLflow is imported inside functions:
+importing it costs about a second, and prediction queries must not pay for it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from scalelab.workspace import Workspace
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from lightning.pytorch.loggers import MLFlowLogger
     from mlflow import MlflowClient
 
 
@@ -58,9 +59,23 @@ def log_json_artifact(
         mlflow_client.log_artifact(run_id, str(path))
 
 
-def search_runs(experiment: str, workspace: Workspace, filter_string: str = "") -> pd.DataFrame:
-    """All runs of ``experiment`` as a DataFrame (``mlflow.search_runs`` columns)."""
-    import mlflow
+def run_logger(
+    experiment: str,
+    workspace: Workspace,
+    *,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> MLFlowLogger:
+    """Lightning's MLflow logger for a training run of ``experiment`` (created in the
+    workspace if new); ``run_id`` continues a run the caller created (a sweep's trial)."""
+    from lightning.pytorch.loggers import MLFlowLogger
 
-    mlflow.set_tracking_uri(workspace.tracking_uri)
-    return mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string)
+    ensure_experiment(experiment, workspace)
+    return MLFlowLogger(
+        experiment_name=experiment,
+        run_name=run_name,
+        tracking_uri=workspace.tracking_uri,
+        tags=tags,
+        run_id=run_id,
+    )
