@@ -17,7 +17,8 @@ import typer
 from scalelab.cli_common import TrackingOpt, WorkspaceOpt
 
 if TYPE_CHECKING:
-    from scalelab.fits import RunTable, StoredFit
+    from scalelab.results.fits import StoredFit
+    from scalelab.results.runs import RunTable
     from scalelab.workspace import Workspace
 
 ExperimentOpt = Annotated[
@@ -34,7 +35,10 @@ CsvFormatOpt = Annotated[
 ]
 LawOpt = Annotated[
     str,
-    typer.Option(help="chinchilla (E+A/N^a+B/D^b), compute (E+A/C^a), params, tokens, or kaplan."),
+    typer.Option(
+        help="Scaling law, e.g. chinchilla (E+A/N^a+B/D^b) or compute (E+A/C^a); "
+        "a wrong name lists them all."
+    ),
 ]
 CorpusOpt = Annotated[str | None, typer.Option(help="Keep runs on this corpus hash only.")]
 TokenizerOpt = Annotated[str | None, typer.Option(help="Keep runs with this tokenizer only.")]
@@ -89,7 +93,7 @@ def _load_table(
 ) -> RunTable:
     """The runs of ``--csv`` or ``--experiment`` (exactly one), as a RunTable."""
     from scalelab.cli_common import UsageError
-    from scalelab.fits import read_csv_table, read_mlflow_table
+    from scalelab.results.runs import read_csv_table, read_mlflow_table
 
     if csv is not None:
         if csv_format == "auto":
@@ -110,9 +114,9 @@ def _load_table(
 
 
 def _echo_json(payload: dict[str, Any]) -> None:
-    from scalelab.fits import _json_default
+    from scalelab.results.fits import json_default
 
-    typer.echo(json.dumps(payload, default=_json_default))
+    typer.echo(json.dumps(payload, default=json_default))
 
 
 def _warn(message: str) -> None:
@@ -153,9 +157,9 @@ def fit(
     from scalelab.cli_common import UsageError, user_input
 
     with user_input():
-        from scalelab.fits import check_law
+        from scalelab.analysis.laws import check_law_key
 
-        check_law(law)
+        check_law_key(law)
         if resamples < 2:
             raise UsageError(f"--resamples must be at least 2; got {resamples}")
         if jobs < 1:
@@ -170,7 +174,7 @@ def fit(
             tokenizer=tokenizer,
             curves=True,
         )
-        from scalelab.fits import fit_table
+        from scalelab.results.fits import fit_table
 
         name = experiment or (csv.stem if csv is not None else "scalelab")
         stored = fit_table(
@@ -187,7 +191,7 @@ def fit(
     notes: list[str] = []
     if log:
         stored, dashboard_path, notes = _log_fit(stored, table, ws)
-    from scalelab.fits import FitStore
+    from scalelab.results.fits import FitStore
 
     FitStore(ws).save(stored)
     if json_out:
@@ -241,7 +245,7 @@ def _log_fit(
 
     from scalelab.dashboard import FIT_PANELS, build_dashboard, write_html, write_pngs
     from scalelab.dashboard.definition import DashboardDefinition, Source
-    from scalelab.fits import _slug, log_fit_run
+    from scalelab.results.fits import log_fit_run, slug
 
     source = (
         Source(experiment=stored.experiment)
@@ -258,7 +262,7 @@ def _log_fit(
     )
     board = build_dashboard(definition, ws, preloaded={0: (table, stored)})
     ws.dashboards_dir.mkdir(parents=True, exist_ok=True)
-    path = write_html(board, ws.dashboards_dir / f"{_slug(stored.experiment)}-fit.html")
+    path = write_html(board, ws.dashboards_dir / f"{slug(stored.experiment)}-fit.html")
     notes = list(board.notes)
     with tempfile.TemporaryDirectory() as tmp:
         html_artifact = Path(tmp) / "dashboard.html"
@@ -355,20 +359,22 @@ def _find_fit(
     csv: Path | None,
     law: str | None,
 ) -> StoredFit:
+    from scalelab.analysis.laws import check_law_key
     from scalelab.cli_common import UsageError
-    from scalelab.fits import DEFAULT_LAW, FitStore, check_law
+    from scalelab.results.fits import FitStore
+    from scalelab.vocab import DEFAULT_LAW
 
     if law is not None:
-        check_law(law)
+        check_law_key(law)
     store = FitStore(ws)
     if fit_id is not None:
         if not _has_store(ws):
             raise UsageError(f"no MLflow store at {ws.tracking_uri}")
-        from scalelab.fits import load_fit_run
+        from scalelab.results.fits import load_fit_run
 
         return load_fit_run(fit_id, ws)
     if csv is not None:
-        from scalelab.fits import fit_table
+        from scalelab.results.fits import fit_table
 
         table = _load_table(
             ws,
@@ -395,7 +401,7 @@ def _find_fit(
         return stored
     if _has_store(ws):
         # Not fitted in this workspace: perhaps on a shared tracking server (slower path).
-        from scalelab.fits import find_fit_run, load_fit_run
+        from scalelab.results.fits import find_fit_run, load_fit_run
 
         run_id = find_fit_run(name, ws, law)
         if run_id is not None:
@@ -439,15 +445,14 @@ def backtest(
 
     with user_input():
         from scalelab.analysis import backtest as run_backtest
-        from scalelab.fits import LAWS, check_law
+        from scalelab.analysis.laws import law_for_key
 
         if resamples < 2:
             raise UsageError(f"--resamples must be at least 2; got {resamples}")
         for r in ratio or ():
             if not r > 1:
                 raise UsageError(f"--ratio must be greater than 1; got {r:g}")
-        laws = None if not law else {check_law(k): LAWS[k] for k in law}
-        ws = _workspace(workspace, tracking_uri)
+                ws = _workspace(workspace, tracking_uri)
         table = _load_table(
             ws,
             experiment=experiment,
@@ -457,6 +462,7 @@ def backtest(
             tokenizer=tokenizer,
             curves=False,
         )
+        laws = None if not law else {k: law_for_key(k, table.runs) for k in law}
         result = run_backtest(
             table.runs, laws=laws, factors=ratio, n_resamples=resamples, level=level, n_jobs=jobs
         )
@@ -560,10 +566,10 @@ def dashboard(
     from scalelab.cli_common import UsageError, user_input
 
     with user_input():
+        from scalelab.analysis.laws import check_law_key
         from scalelab.dashboard import build_dashboard, find_definition, load_definition
         from scalelab.dashboard.build import output_path
         from scalelab.dashboard.definition import DashboardDefinition, OptunaStudy, Source
-        from scalelab.fits import check_law
 
         ws = _workspace(workspace, tracking_uri)
         if storage is not None and study is None:
@@ -596,7 +602,7 @@ def dashboard(
             spec = DashboardDefinition(title=f"scalelab: {name}", sources=[source])
         updates: dict[str, Any] = {}
         if law is not None:
-            updates["law"] = check_law(law)
+            updates["law"] = check_law_key(law)
         if resamples is not None:
             if resamples < 2:
                 raise UsageError(f"--resamples must be at least 2; got {resamples}")
@@ -624,7 +630,7 @@ def _log_dashboard(board: Any, path: Path, ws: Workspace) -> None:
     import tempfile
 
     from scalelab.dashboard import write_pngs
-    from scalelab.fits import log_fit_artifacts
+    from scalelab.results.fits import log_fit_artifacts
 
     run_ids = sorted({v.fit.run_id for v in board.views if v.fit is not None and v.fit.run_id})
     if not run_ids:

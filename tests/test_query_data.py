@@ -21,15 +21,8 @@ import pandas as pd
 import pytest
 
 from scalelab.analysis import Chinchilla
-from scalelab.fits import (
-    EXTRAPOLATION_WARN,
-    FitStore,
-    RunTable,
-    StoredFit,
-    fit_table,
-    read_csv_table,
-    read_mlflow_table,
-)
+from scalelab.results.fits import EXTRAPOLATION_WARN, FitStore, StoredFit, fit_table
+from scalelab.results.runs import RunTable, read_csv_table, read_mlflow_table
 from scalelab.workspace import Workspace
 
 KNOWN = Chinchilla(E=1.5, A=40.0, B=120.0, alpha=0.3, beta=0.3)

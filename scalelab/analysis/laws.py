@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 
@@ -617,3 +617,76 @@ def make_law(spec: str | Law | Mapping[str, Any]) -> Law:
             raise ValueError(f"only power_law takes a variable; got {spec!r}")
         return PowerLaw(variable=variable)  # type: ignore[arg-type]
     return LAWS[name]()
+
+
+# ---- the names users type -----------------------------------------------------------------
+@dataclass(frozen=True)
+class LawKey:
+    """A law as users name it (``scalelab fit --law KEY``, a dashboard's ``law:``).
+
+    ``build`` makes the template from what the runs know: the ``unigram`` entropy of their
+    corpus (a column of scalelab's runs) for the laws that start at the plateau.
+    """
+
+    key: str
+    summary: str
+    build: Callable[[Mapping[str, float]], Law]
+
+
+def _plateau(context: Mapping[str, float]) -> float:
+    value = context.get("unigram", math.nan)
+    if not (isinstance(value, float) and math.isfinite(value) and value > 0):
+        raise ValueError(
+            "the plateau law starts at the corpus's unigram entropy L0: runs trained by "
+            "scalelab carry it; give a CSV a 'unigram' column (nats/token)"
+        )
+    return value
+
+
+# One entry per name: a new law is a Law subclass above and a line here.
+LAW_KEYS: dict[str, LawKey] = {
+    k.key: k
+    for k in (
+        LawKey(
+            "chinchilla",
+            "E + A·N^-alpha + B·D^-beta (Hoffmann et al. 2022)",
+            lambda _: Chinchilla(),
+        ),
+        LawKey(
+            "compute",
+            "E + A·C^-alpha (GPT-4 technical report, Fig. 1)",
+            lambda _: PowerLaw(variable="compute"),
+        ),
+        LawKey("params", "E + A·N^-alpha", lambda _: PowerLaw(variable="n_params")),
+        LawKey("tokens", "E + A·D^-alpha", lambda _: PowerLaw(variable="tokens")),
+        LawKey(
+            "kaplan",
+            "[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (Kaplan et al. 2020)",
+            lambda _: KaplanJoint(),
+        ),
+        LawKey(
+            "plateau",
+            "E + (L0 − E)/(1 + (C/C0)^alpha), L0 the corpus's unigram entropy",
+            lambda ctx: PlateauLaw(plateau=_plateau(ctx)),
+        ),
+    )
+}
+
+
+def check_law_key(key: str) -> str:
+    """``key`` if it names a law of :data:`LAW_KEYS`, else ``ValueError`` listing them."""
+    if key not in LAW_KEYS:
+        listed = "; ".join(f"{k.key} ({k.summary})" for k in LAW_KEYS.values())
+        raise ValueError(f"--law must be one of: {listed}; got {key!r}")
+    return key
+
+
+def law_for_key(key: str, runs: Any = None) -> Law:
+    """The template of law ``key`` for fitting ``runs`` (a DataFrame, or None)."""
+    context: dict[str, float] = {}
+    if runs is not None and "unigram" in getattr(runs, "columns", ()):
+        values = np.asarray(runs["unigram"], dtype=float)
+        values = values[np.isfinite(values)]
+        if len(values):
+            context["unigram"] = float(np.median(values))
+    return LAW_KEYS[check_law_key(key)].build(context)

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scalelab.analysis.laws import law_for_key
 from scalelab.dashboard.definition import (
     OPTUNA_PANELS,
     DashboardDefinition,
     OptunaStudy,
     Source,
 )
-from scalelab.fits import LAWS, FitStore, RunTable, StoredFit, fit_table, write_json_atomic
+from scalelab.results.fits import FitStore, StoredFit, fit_table, write_json_atomic
+from scalelab.results.runs import RunTable
 from scalelab.workspace import Workspace
 
 CURVE_PANELS = ("curves_tokens", "curves_compute")
@@ -64,7 +66,7 @@ class Dashboard:
 
 def load_table(source: Source, workspace: Workspace, *, curves: bool) -> RunTable:
     """The runs of ``source`` (CSV or MLflow experiment), restricted to one corpus/tokenizer."""
-    from scalelab.fits import read_csv_table, read_mlflow_table
+    from scalelab.results.runs import read_csv_table, read_mlflow_table
 
     if source.csv is not None:
         table = read_csv_table(
@@ -139,7 +141,7 @@ def _backtest_for(
     )
     result = backtest(
         view.table.runs,
-        laws={definition.law: LAWS[definition.law]},
+        laws={definition.law: law_for_key(definition.law, view.table.runs)},
         factors=settings.ratios,
         n_resamples=settings.resamples,
         level=definition.level,

@@ -3,7 +3,7 @@
 A definition needs no code. Example (``dashboards/*.yaml`` ship more)::
 
     title: My sweep against Chinchilla
-    law: chinchilla                  # chinchilla | compute | params | tokens | kaplan
+    law: chinchilla                  # a law name: scalelab fit --law (chinchilla, compute, ...)
     sources:
       - experiment: my-sweep         # an MLflow experiment of the workspace...
         optuna: {storage: "sqlite:///scalelab-runs/optuna.db", study: my-sweep}
@@ -24,9 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
-LawKey = Literal["chinchilla", "compute", "params", "tokens", "kaplan"]
+from scalelab.vocab import DEFAULT_LAW, compute_6nd
+
 PanelKey = Literal[
     "curves_tokens",
     "curves_compute",
@@ -120,7 +121,7 @@ class Planned(_Strict):
     def total_compute(self) -> float:
         if self.compute is not None:
             return float(self.compute)
-        return 6.0 * float(self.n_params) * float(self.tokens)
+        return compute_6nd(float(self.n_params), float(self.tokens))
 
     @property
     def name(self) -> str:
@@ -150,7 +151,7 @@ class DashboardDefinition(_Strict):
     title: str
     description: str = ""
     sources: list[Source] = Field(min_length=1)
-    law: LawKey = "chinchilla"
+    law: str = DEFAULT_LAW
     exclude_before: float | None = Field(default=None, ge=0.0, lt=1.0)
     level: float = Field(default=0.9, gt=0.0, lt=1.0)
     resamples: int = Field(default=200, ge=2, description="bootstrap resamples of a new fit")
@@ -158,6 +159,16 @@ class DashboardDefinition(_Strict):
     backtest: BacktestSettings = Field(default_factory=BacktestSettings)
     panels: list[PanelKey] = Field(default_factory=lambda: list(ALL_PANELS), min_length=1)
     output: str | None = Field(default=None, description="HTML file name [default: <name>.html]")
+
+    @field_validator("law")
+    @classmethod
+    def _known_law(cls, law: str) -> str:
+        from scalelab.analysis.laws import check_law_key
+
+        try:
+            return check_law_key(law)
+        except ValueError as err:  # the field is law:, not the CLI's --law
+            raise ValueError(str(err).removeprefix("--law ")) from None
 
 
 def load_definition(path: str | Path) -> DashboardDefinition:

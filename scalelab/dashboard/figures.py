@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 if TYPE_CHECKING:
     from scalelab.dashboard.build import SourceView
     from scalelab.dashboard.definition import DashboardDefinition, Planned
-    from scalelab.fits import StoredFit
+    from scalelab.results.fits import StoredFit
 
 LOSS = "validation loss (nats/token)"
 COMPUTE = "training compute C (FLOPs)"

@@ -1,7 +1,9 @@
 """MLflow tracking: the one place that opens an MLflow client or logger.
 
 Experiments keep their artifacts in the workspace; training runs log through
-:func:`run_logger` (Lightning's ``MLFlowLogger``). MLflow is imported inside functions:
+:func:`run_logger` (Lightning's ``MLFlowLogger``) and keep their weights at
+``CHECKPOINT_ARTIFACT`` (:func:`log_checkpoint`), which ``runs:/<run_id>`` finds
+(:func:`artifact_file`). MLflow is imported inside functions:
 importing it costs about a second, and prediction queries must not pay for it.
 """
 
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalelab.workspace import Workspace
 
 if TYPE_CHECKING:
+    import pandas as pd
     from lightning.pytorch.loggers import MLFlowLogger
     from mlflow import MlflowClient
 
@@ -59,6 +63,16 @@ def log_json_artifact(
         mlflow_client.log_artifact(run_id, str(path))
 
 
+def log_table_artifact(
+    mlflow_client: MlflowClient, run_id: str, table: pd.DataFrame, name: str
+) -> None:
+    """Log ``table`` as ``name`` (a CSV file) in the run's artifacts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        table.to_csv(path, index=False)
+        mlflow_client.log_artifact(run_id, str(path))
+
+
 def run_logger(
     experiment: str,
     workspace: Workspace,
@@ -79,3 +93,37 @@ def run_logger(
         tags=tags,
         run_id=run_id,
     )
+
+
+# ---- checkpoints and other run artifacts -------------------------------------------------------
+CHECKPOINT_ARTIFACT = "checkpoint/model.pt"  # where every training run logs its weights
+
+
+def log_checkpoint(
+    mlflow_client: MlflowClient, run_id: str, save: Callable[[Path], None], workspace: Workspace
+) -> str:
+    """Log the file ``save(path)`` writes as the run's ``CHECKPOINT_ARTIFACT``; returns the
+    reference ``runs:/<run_id>`` that ``artifact_file`` resolves."""
+    directory, _, name = CHECKPOINT_ARTIFACT.rpartition("/")
+    with tempfile.TemporaryDirectory(dir=workspace.root) as tmp:
+        path = Path(tmp) / name
+        save(path)
+        mlflow_client.log_artifact(run_id, str(path), artifact_path=directory)
+    return f"runs:/{run_id}"
+
+
+def artifact_file(ref: str, workspace: Workspace, default: str = CHECKPOINT_ARTIFACT) -> Path:
+    """The local file of ``runs:/<run_id>[/<artifact path>]`` (``default`` when no path is
+    given): read in place from a local artifact store, downloaded from a remote one."""
+    from urllib.parse import unquote, urlparse
+
+    run_id, _, path = ref.removeprefix("runs:/").strip("/").partition("/")
+    path = path or default
+    mlflow_client = client(workspace)
+    root = urlparse(mlflow_client.get_run(run_id).info.artifact_uri)
+    if root.scheme in ("", "file"):  # a local store: read in place, no copy
+        local = Path(unquote(root.path)) / path
+        if not local.is_file():
+            raise ValueError(f"run {run_id} has no artifact {path!r}")
+        return local
+    return Path(mlflow_client.download_artifacts(run_id, path))

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from scalelab.vocab import DEFAULT_LAW
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from scalelab.sweep.study import Sweep
-
-DEFAULT_LAW = "chinchilla"
 
 
 def _cell(value: Any, column: str) -> str:
@@ -66,31 +64,33 @@ STATUS_COLUMNS = (
 
 
 def fit_and_log(sweep: Sweep, results: pd.DataFrame, echo: Callable[[str], None]) -> Any:
-    """Fit the default law to the best run of each cell, print it, log it to the parent run.
+    """Fit the default law to the best run of each cell, print it, and store it as
+    ``scalelab fit --experiment`` does (a ``kind=fit`` run and the workspace's fit cache), so
+    ``scalelab predict`` answers from it at once; the parent run gets the same record.
 
-    Returns the ``FitResult``, or None when the fit is impossible (the reason is printed).
+    Returns the ``StoredFit``, or None when the fit is impossible (the reason is printed).
     """
-    from scalelab.results import tracking
+    from scalelab.results import fits, runs, tracking
 
     parent = sweep.attrs.get("mlflow_parent_run_id")
-    client = sweep.client
+    workspace = sweep.workspace
     if parent and len(results):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "results.csv"
-            results.to_csv(path, index=False)
-            client.log_artifact(parent, str(path))
+        tracking.log_table_artifact(tracking.client(workspace), parent, results, "results.csv")
+    experiment = sweep.spec.experiment_name
     try:
-        from scalelab.analysis import fit_law
-
-        fit = fit_law(results, DEFAULT_LAW)
-    except Exception as err:  # too few points, one distinct size...: say why, keep the table
+        table = runs.read_mlflow_table(
+            experiment, workspace, sweeps=[sweep.name], best_of_cell=True
+        )
+        fit = fits.fit_table(table, experiment=experiment, law=DEFAULT_LAW)
+    except (ValueError, RuntimeError) as err:  # too few points, one distinct size...: say why
         echo(f"no {DEFAULT_LAW} fit: {str(err).splitlines()[0] if str(err) else err!r}")
         return None
-    echo(f"{DEFAULT_LAW} fit to the best run of each of {len(results)} cells:")
-    echo(fit.summary())
+    fit = fits.log_fit_run(fit, workspace)
+    fits.FitStore(workspace).save(fit)
     if parent:
-        tracking.log_json_artifact(client, parent, fit.to_dict(), "fit.json")
-        for key, value in fit.params.items():
-            client.log_metric(parent, f"fit/{key}", float(value))
-        client.log_metric(parent, "fit/rmse", float(fit.residuals["rmse"]))
+        fits.log_fit_summary(parent, fit, workspace)
+    echo(f"{DEFAULT_LAW} fit to the best run of each of {len(table.runs)} cells:")
+    for line in fit.summary_lines():
+        echo(line)
+    echo(f"stored as MLflow fit run {fit.run_id}: scalelab predict --experiment {experiment} ...")
     return fit

@@ -4,7 +4,7 @@ A :class:`StoredFit` holds everything a query needs without refitting: the fitte
 bootstrap samples and residuals (``BootstrapResult``), the compute-optimal allocation of a law
 of N and D, and the range of the fitted data (for extrapolation warnings).
 
-``scalelab fit`` stores it twice:
+``scalelab fit`` and a sweep's end-of-run fit both store it, in one schema, twice:
 
 - as an MLflow run of the experiment, tagged ``kind=fit`` (parameters and intervals as metrics,
   artifacts ``fit.json``, ``law.json``, ``parameters.csv`` and the dashboard), so a user finds
@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,246 +39,21 @@ from scalelab.analysis import (
     bootstrap,
     compute_optimal,
     fit_law,
-    load_epoch_chinchilla,
-    load_runs_csv,
-    load_runs_mlflow,
 )
+from scalelab.analysis.laws import check_law_key, law_for_key
+from scalelab.results.runs import RunTable
+from scalelab.vocab import DEFAULT_LAW, compute_6nd
 from scalelab.workspace import Workspace
 
-# The CLI's law names and the analysis law each one fits.
-LAWS: dict[str, str] = {
-    "chinchilla": "chinchilla",  # E + A·N^-alpha + B·D^-beta (Hoffmann et al. 2022)
-    "compute": "power_law:compute",  # E + A·C^-alpha (GPT-4 technical report, Fig. 1)
-    "params": "power_law:n_params",
-    "tokens": "power_law:tokens",
-    "kaplan": "kaplan",  # Kaplan et al. (2020), eq. 1.5
-}
-DEFAULT_LAW = "chinchilla"
 # Past this factor beyond the largest fitted compute a prediction is flagged as extrapolating.
 EXTRAPOLATION_WARN = 1000.0
 FIT_TAG = "kind"
 FIT_TAG_VALUE = "fit"
 FIT_ARTIFACT = "fit.json"
 SCHEMA_VERSION = 1
-FLOPS_PER_PARAM_TOKEN = 6.0
-CsvFormat = Literal["runs", "epoch_chinchilla"]
-CURVE_METRIC = "val/loss"
 
 _SYMBOL = {"n_params": "N", "tokens": "D", "compute": "C"}
 _FLAG = {"n_params": "--params", "tokens": "--tokens", "compute": "--compute"}
-
-
-def check_law(law: str) -> str:
-    """``law`` if it is one of :data:`LAWS`, else ``ValueError`` naming the choices."""
-    if law not in LAWS:
-        raise ValueError(f"--law must be one of {', '.join(LAWS)}; got {law!r}")
-    return law
-
-
-# ---- the runs of a source -------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunTable:
-    """The runs of one source: final losses (one row per run) and, when known, their curves.
-
-    ``curves`` has one row per validation checkpoint: ``run_id``, ``n_params``, ``tokens`` (the
-    run's budget), ``tokens_seen``, ``compute`` (6·N·tokens_seen) and ``loss``.
-    """
-
-    source: str
-    runs: pd.DataFrame
-    curves: pd.DataFrame | None = None
-
-    def fingerprint(self, exclude_before: float | None = None) -> str:
-        """SHA-256 of the data a fit reads (the curves too when checkpoints are fitted)."""
-        digest = hashlib.sha256()
-        frames = [self.runs] if exclude_before is None else [self.runs, self.curves]
-        for frame in frames:
-            if frame is None:
-                continue
-            cols = [
-                c
-                for c in ("run_id", "n_params", "tokens", "tokens_seen", "compute", "loss")
-                if c in frame.columns
-            ]
-            table = frame[cols].sort_values(cols, ignore_index=True)
-            digest.update(table.to_csv(index=False, float_format="%.12g").encode())
-        return digest.hexdigest()
-
-    def select(self, corpus: str | None = None, tokenizer: str | None = None) -> RunTable:
-        """Keep the runs of one corpus and tokenizer; refuse a mix when none is chosen.
-
-        Losses are comparable only between runs on the same corpus with the same tokenizer.
-        """
-        runs = self.runs
-        for column, wanted in (("corpus", corpus), ("tokenizer", tokenizer)):
-            if wanted is None:
-                continue
-            if column not in runs.columns:
-                raise ValueError(
-                    f"--{column} given but the runs of {self.source} have no {column} tag"
-                )
-            runs = runs[runs[column] == wanted]
-            if runs.empty:
-                raise ValueError(f"no run of {self.source} has {column} {wanted!r}")
-        present = [c for c in ("corpus", "tokenizer") if c in runs.columns]
-        if present:
-            pairs = runs[present].drop_duplicates().dropna()
-            if len(pairs) > 1:
-                listed = "; ".join(
-                    ", ".join(f"{c}={row[c]}" for c in present)
-                    for _, row in pairs.head(4).iterrows()
-                )
-                raise ValueError(
-                    f"{self.source} mixes {len(pairs)} corpus/tokenizer pairs "
-                    f"({listed}); losses compare only within one: choose with "
-                    "--corpus and --tokenizer"
-                )
-        curves = self.curves
-        if curves is not None and "run_id" in runs.columns:
-            curves = curves[curves["run_id"].isin(runs["run_id"])].reset_index(drop=True)
-        return RunTable(self.source, runs.reset_index(drop=True), curves)
-
-    def fit_points(self, exclude_before: float | None = None) -> pd.DataFrame:
-        """The rows a law is fitted to.
-
-        Final losses by default. With ``exclude_before = f`` every validation checkpoint at or
-        after the fraction ``f`` of its run's tokens becomes a point at D = tokens seen (the
-        bootstrap then resamples whole runs, since checkpoints of one run are not independent).
-        """
-        if exclude_before is None:
-            return self.runs
-        if not 0.0 <= exclude_before < 1.0:
-            raise ValueError(f"--exclude-before must be a fraction in [0, 1); got {exclude_before}")
-        if self.curves is None or self.curves.empty:
-            raise ValueError(
-                f"--exclude-before fits checkpoints, but {self.source} has final "
-                "losses only (no training curves)"
-            )
-        c = self.curves
-        keep = (c["tokens_seen"] >= exclude_before * c["tokens"]) & (c["tokens_seen"] > 0)
-        points = c[keep].assign(
-            tokens=lambda d: d["tokens_seen"],
-            compute=lambda d: FLOPS_PER_PARAM_TOKEN * d["n_params"] * d["tokens_seen"],
-        )
-        cols = [
-            k
-            for k in ("run_id", "step", "tokens_seen", "n_params", "tokens", "compute", "loss")
-            if k in points.columns
-        ]
-        return points[cols].reset_index(drop=True)
-
-
-def _curves_from_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Normalise a checkpoint table: ``tokens_seen`` (from ``step`` if needed) and ``tokens``."""
-    df = df.copy()
-    if "tokens_seen" not in df.columns:
-        if "tokens" not in df.columns:
-            raise ValueError("a table of checkpoints needs 'tokens_seen', or 'step' and 'tokens'")
-        last = df.groupby("run_id")["step"].transform("max")
-        df["tokens_seen"] = df["tokens"] * df["step"] / last
-    final_seen = df.groupby("run_id")["tokens_seen"].transform("max")
-    if "tokens" not in df.columns:
-        df["tokens"] = final_seen
-    df["tokens"] = df["tokens"].fillna(final_seen)
-    df["compute"] = FLOPS_PER_PARAM_TOKEN * df["n_params"] * df["tokens_seen"]
-    return df.sort_values(["run_id", "tokens_seen"], ignore_index=True)
-
-
-def read_csv_table(
-    path: str | os.PathLike[str],
-    *,
-    format: CsvFormat = "runs",
-    rename: dict[str, str] | None = None,
-    query: str | None = None,
-) -> RunTable:
-    """Runs from a CSV file in the project vocabulary (or Epoch AI's Chinchilla table).
-
-    ``rename`` maps the file's columns to the vocabulary and ``query`` (``DataFrame.query``)
-    selects rows. A file with ``run_id`` and ``step`` or ``tokens_seen`` columns holds training
-    curves: each run's last checkpoint is its final loss.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no CSV file {path}")
-    if format == "epoch_chinchilla":
-        df = load_epoch_chinchilla(path)
-    elif format == "runs":
-        df = load_runs_csv(path, rename=rename)
-    else:
-        raise ValueError(f"CSV format must be 'runs' or 'epoch_chinchilla'; got {format!r}")
-    if query:
-        try:
-            df = df.query(query)
-        except Exception as err:  # pandas raises many types for a bad expression
-            raise ValueError(f"{path}: bad query {query!r}: {err}") from err
-        if df.empty:
-            raise ValueError(f"{path}: no row matches {query!r}")
-    df = df.reset_index(drop=True)
-    is_curves = "run_id" in df.columns and ({"step", "tokens_seen"} & set(df.columns))
-    if not is_curves:
-        return RunTable(str(path), df)
-    curves = _curves_from_rows(df)
-    last = curves.groupby("run_id")["tokens_seen"].idxmax()
-    runs = curves.loc[last].drop(columns=[c for c in ("step", "tokens_seen") if c in curves])
-    runs = runs.assign(compute=FLOPS_PER_PARAM_TOKEN * runs["n_params"] * runs["tokens"])
-    return RunTable(str(path), runs.reset_index(drop=True), curves)
-
-
-def _tokens_at_steps(
-    val_steps: np.ndarray, seen: list[tuple[int, float]], tokens: float
-) -> np.ndarray:
-    """Tokens seen at the validation steps, from the ``tokens_seen`` history.
-
-    Training logs ``tokens_seen`` every few steps, not at the validation steps, and the tokens
-    per step are constant, so a straight line through the history gives it at any step.
-    """
-    steps = np.array([s for s, _ in seen], dtype=float)
-    values = np.array([v for _, v in seen], dtype=float)
-    if len(np.unique(steps)) >= 2:
-        slope, intercept = np.polyfit(steps, values, 1)
-        out = intercept + slope * val_steps
-    elif len(steps) == 1 and steps[0] > 0:
-        out = values[0] * val_steps / steps[0]
-    else:
-        out = tokens * val_steps / max(float(val_steps.max()), 1.0)
-    return np.clip(out, 0.0, tokens)
-
-
-def read_mlflow_table(experiment: str, workspace: Workspace, *, curves: bool = False) -> RunTable:
-    """The runs of an MLflow experiment (runs with a final ``loss``), with their
-    ``val/loss`` curves when ``curves``."""
-    runs = load_runs_mlflow(experiment, workspace.tracking_uri)
-    if not curves:
-        return RunTable(f"experiment {experiment}", runs)
-    from scalelab.results import tracking
-
-    client = tracking.client(workspace)
-    rows = []
-    for run in runs.itertuples(index=False):
-        history = client.get_metric_history(run.run_id, CURVE_METRIC)
-        if not history:
-            continue
-        seen = [(m.step, m.value) for m in client.get_metric_history(run.run_id, "tokens_seen")]
-        steps = np.array([m.step for m in history], dtype=float)
-        tokens_seen = _tokens_at_steps(steps, seen, float(run.tokens))
-        for m, t in zip(history, tokens_seen, strict=True):
-            rows.append(
-                {
-                    "run_id": run.run_id,
-                    "n_params": run.n_params,
-                    "tokens": run.tokens,
-                    "step": m.step,
-                    "tokens_seen": t,
-                    "loss": m.value,
-                }
-            )
-    table = None
-    if rows:
-        table = pd.DataFrame(rows)
-        table = table[table["tokens_seen"] > 0]
-        table["compute"] = FLOPS_PER_PARAM_TOKEN * table["n_params"] * table["tokens_seen"]
-        table = table.sort_values(["run_id", "step"], ignore_index=True)
-    return RunTable(f"experiment {experiment}", runs, table)
 
 
 # ---- the stored fit ------------------------------------------------------------------------
@@ -502,7 +277,7 @@ class StoredFit:
         inputs = {v: float(given[v]) for v in variables}
         outputs["loss"] = self.boot.predict(**inputs, level=level)
         if variables == ("n_params", "tokens"):
-            c = FLOPS_PER_PARAM_TOKEN * inputs["n_params"] * inputs["tokens"]
+            c = compute_6nd(inputs["n_params"], inputs["tokens"])
             inputs["compute"] = c
             ratio, warnings = self._extrapolation("compute", c)
         else:
@@ -521,11 +296,13 @@ def fit_table(
     seed: int = 0,
     n_jobs: int = 2,
 ) -> StoredFit:
-    """Fit ``law`` (a key of :data:`LAWS`) to the runs, bootstrap it and allocate compute."""
-    check_law(law)
+    """Fit ``law`` (a key of ``scalelab.analysis.laws.LAW_KEYS``) to the runs, bootstrap it
+    and allocate compute."""
+    check_law_key(law)
     points = table.fit_points(exclude_before)
+    template = law_for_key(law, table.runs)
     try:
-        fit = fit_law(points, LAWS[law])
+        fit = fit_law(points, template)
         boot = bootstrap(
             fit, points, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs
         )
@@ -555,7 +332,7 @@ def fit_table(
 
 
 # ---- the workspace cache -------------------------------------------------------------------
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "_"
 
 
@@ -565,7 +342,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, default=_json_default)
+            json.dump(payload, f, default=json_default)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a fit record is not a secret
         os.replace(tmp, path)
     except BaseException:
@@ -573,7 +350,8 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def _json_default(x: Any) -> Any:
+def json_default(x: Any) -> Any:
+    """``json.dumps``'s ``default`` for numpy scalars and arrays."""
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):
@@ -593,7 +371,7 @@ class FitStore:
         self.root = workspace.root / "fits"
 
     def path(self, experiment: str, law: str | None = None) -> Path:
-        stem = _slug(experiment)
+        stem = slug(experiment)
         return self.root / (f"{stem}.{law}.json" if law else f"{stem}.json")
 
     def data_path(self, fingerprint: str, law: str, exclude_before: float | None) -> Path:
@@ -709,6 +487,18 @@ def log_fit_run(
     return fit
 
 
+def log_fit_summary(run_id: str, fit: StoredFit, workspace: Workspace) -> None:
+    """Put ``fit``'s record (``fit.json``) and parameters (``fit/<name>`` metrics) on another
+    run, e.g. the parent run of the sweep it was fitted to."""
+    from scalelab.results import tracking
+
+    client = tracking.client(workspace)
+    tracking.log_json_artifact(client, run_id, fit.to_dict(), FIT_ARTIFACT)
+    for key, value in fit.law.params.items():
+        client.log_metric(run_id, f"fit/{key}", float(value))
+    client.log_metric(run_id, "fit/rmse", float(fit.boot.fit.residuals["rmse"]))
+
+
 def log_fit_artifacts(run_id: str, workspace: Workspace, paths: list[Path]) -> None:
     """Add files (a dashboard, figures) to an existing fit run."""
     from scalelab.results import tracking
@@ -730,7 +520,7 @@ def load_fit_run(run_id: str, workspace: Workspace) -> StoredFit:
 
     client = tracking.client(workspace)
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         raise ValueError(f"no MLflow run {run_id!r} at {workspace.tracking_uri}") from None
     with tempfile.TemporaryDirectory() as tmp:
@@ -740,7 +530,15 @@ def load_fit_run(run_id: str, workspace: Workspace) -> StoredFit:
             raise ValueError(
                 f"run {run_id} is not a fit run (no {FIT_ARTIFACT}); make one with scalelab fit"
             ) from None
-        return FitStore.read(Path(path))
+        payload = json.loads(Path(path).read_text())
+    if "schema" not in payload and "law" in payload:
+        # A sweep's parent run from before sweeps stored full fit records.
+        experiment = client.get_experiment(run.info.experiment_id).name
+        raise ValueError(
+            f"run {run_id} holds a sweep's fit in an older format without intervals; "
+            f"refit it with: scalelab fit --experiment {experiment}"
+        )
+    return StoredFit.from_dict(payload)
 
 
 def find_fit_run(experiment: str, workspace: Workspace, law: str | None = None) -> str | None:
