@@ -16,7 +16,8 @@ import torch
 from optuna.trial import TrialState
 
 from scalelab.data import prepare
-from scalelab.sweep.callbacks import BatchedMLflowLogging, OptunaPruning
+from scalelab.results.batched_logging import BatchedMLflowLogging
+from scalelab.sweep.callbacks import OptunaPruning
 from scalelab.sweep.coordinator import run_sweep
 from scalelab.sweep.spec import HeartbeatSpec, parse_spec
 from scalelab.sweep.storage import JournalHeartbeatStorage, RetryStaleTrial, open_storage

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scalelab.vocab import Variant, compute_6nd
+
 # Fields of TrainConfig the sweep sets itself; everything else may be overridden under ``train:``.
 SWEEP_CONTROLLED = frozenset(
     {
@@ -351,9 +353,13 @@ class Cell:
     n_params: int
     tokens: int
     compute: float
-    budget: str  # e.g. C1e13, D2e6, r20, S300
+    budget: str  # the label, e.g. C1e13, D2e6, r20, S300
     seed: int
     d_model: int
+    # The budget as asked: its kind and value (C counted as ``budgets.flops`` says, D, D/N or
+    # steps), logged on every trial so analyses never parse the label.
+    budget_kind: str
+    budget_value: float
     # An RLHF stage's budget; pretraining's steps vary with the searched batch size.
     steps: int | None = None
 
@@ -381,7 +387,7 @@ class SweepSpec(_Strict):
     )
     corpus: str = "stdlib"
     tokenizer: str = "byte"
-    variant: Literal["gpt1", "gpt2", "gpt3"] = "gpt2"
+    variant: Variant = "gpt2"
     context: int = Field(128, ge=8, le=8192)
     sizes: list[str | float] = Field(
         min_length=1, description="a list of presets (e.g. n100k) or parameter counts (e.g. 3e5)"
@@ -562,7 +568,7 @@ class SweepSpec(_Strict):
         unembedding are 1.5-3x the 6·N matmuls, so IsoFLOP optima drift to the smallest sizes.
         """
         if self.budgets.flops == "6nd":
-            return 6.0 * size.n_params
+            return compute_6nd(size.n_params, 1.0)
         from scalelab.data.tokenizer import parse_spec as parse_tokenizer
         from scalelab.model import GPTConfig
 
@@ -617,7 +623,7 @@ class SweepSpec(_Strict):
                         "drop the size"
                     )
                 # Order by the nominal budget: an IsoFLOP budget's cells share one C.
-                nominal = value if kind == "compute" else 6.0 * size.n_params * tokens
+                nominal = value if kind == "compute" else compute_6nd(size.n_params, tokens)
                 for seed in self.seeds:
                     key = f"{size.label}-{label}" + (f"-s{seed}" if len(self.seeds) > 1 else "")
                     cells.append(
@@ -630,10 +636,12 @@ class SweepSpec(_Strict):
                                 n_params_target=size.target,
                                 n_params=size.n_params,
                                 tokens=tokens,
-                                compute=6.0 * size.n_params * tokens,
+                                compute=compute_6nd(size.n_params, tokens),
                                 budget=label,
                                 seed=seed,
                                 d_model=size.shape[2],
+                                budget_kind=kind,
+                                budget_value=float(value),
                                 steps=steps,
                             ),
                         )

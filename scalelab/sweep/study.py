@@ -366,47 +366,33 @@ class Sweep:
         return queued
 
     def _parent_run(self, run_id: str | None, corpus_hash: str) -> str:
-        from mlflow.entities import Param
+        from scalelab.results.sweep_runs import MissingParentRun, parent_run
 
-        from scalelab.results import tracking
-
-        client = self.client
-        if run_id:
-            try:
-                run = client.get_run(run_id)
-            except Exception as err:
-                raise SweepConflict(
-                    f"the MLflow parent run {run_id} of sweep {self.name!r} is not in "
-                    f"{self.workspace.tracking_uri}; point --tracking-uri (MLFLOW_TRACKING_URI) "
-                    "at the sweep's tracking store"
-                ) from err
-            if run.info.status != "RUNNING":
-                client.update_run(run_id, status="RUNNING")
-            return run_id
-        experiment_id = tracking.ensure_experiment(self.spec.experiment_name, self.workspace)
-        run = client.create_run(
-            experiment_id,
-            run_name=self.name,
-            tags={"sweep": self.name, "sweep_role": "parent", "spec_hash": self.spec.spec_hash()},
-        )
         spec = self.spec
-        params = {
-            "corpus": corpus_hash,
-            "corpus_source": spec.corpus,
-            "tokenizer": spec.tokenizer,
-            "variant": spec.variant,
-            "context": spec.context,
-            "n_cells": len(self.cells),
-            "trials": spec.search.trials,
-            "sampler": spec.search.sampler,
-            "pruner": spec.pruner.kind,
-            "budget_kind": spec.budgets.kind,
-        }
-        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        tracking.log_json_artifact(
-            client, run.info.run_id, spec.model_dump(mode="json"), "sweep.json"
-        )
-        return run.info.run_id
+        try:
+            return parent_run(
+                self.client,
+                self.workspace,
+                experiment=spec.experiment_name,
+                sweep=self.name,
+                run_id=run_id,
+                tags={"sweep": self.name, "sweep_role": "parent", "spec_hash": spec.spec_hash()},
+                params={
+                    "corpus": corpus_hash,
+                    "corpus_source": spec.corpus,
+                    "tokenizer": spec.tokenizer,
+                    "variant": spec.variant,
+                    "context": spec.context,
+                    "n_cells": len(self.cells),
+                    "trials": spec.search.trials,
+                    "sampler": spec.search.sampler,
+                    "pruner": spec.pruner.kind,
+                    "budget_kind": spec.budgets.kind,
+                },
+                spec=spec.model_dump(mode="json"),
+            )
+        except MissingParentRun as err:
+            raise SweepConflict(str(err)) from err
 
     # --- Recovery ---------------------------------------------------------------------------
 
@@ -466,33 +452,21 @@ class Sweep:
         self._kill_run(run_id, reason, statuses=("RUNNING", "FINISHED"))
 
     def _kill_run(self, run_id: str, reason: str, statuses: tuple[str, ...] = ("RUNNING",)):
-        try:
-            run = self.client.get_run(run_id)
-        except Exception:
-            return  # the run was never written (e.g. killed during creation)
-        if run.info.status in statuses:
-            self.client.set_tag(run_id, "failure_reason", reason)
-            self.client.set_tag(run_id, "trial_state", "FAIL")
-            self.client.set_terminated(run_id, "KILLED")
+        from scalelab.results.sweep_runs import kill_run
+
+        kill_run(self.client, run_id, reason, statuses)
 
     def close_orphan_runs(self) -> int:
         """Set KILLED every child run still RUNNING whose trial has ended (or never recorded
         the run), with the reason; returns how many."""
+        from scalelab.results.sweep_runs import running_runs
+
         parent = self.attrs.get("mlflow_parent_run_id")
-        experiment = self.client.get_experiment_by_name(self.spec.experiment_name)
-        if experiment is None:
-            return 0
-        runs = self.client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.sweep = '{self.name}' and attributes.status = 'RUNNING'",
-            max_results=5000,
-        )
         by_cell = {c.key: c for c in self.cells}
         closed = 0
-        for run in runs:
-            tags = run.data.tags
+        for run_id, tags in running_runs(self.client, self.spec.experiment_name, self.name):
             cell = by_cell.get(tags.get("cell", ""))
-            if run.info.run_id == parent or cell is None or "trial" not in tags:
+            if run_id == parent or cell is None or "trial" not in tags:
                 continue
             trials = self.study(cell).get_trials(deepcopy=False)
             number = int(tags["trial"])
@@ -500,12 +474,12 @@ class Sweep:
             if (
                 trial is not None
                 and trial.state == TrialState.RUNNING
-                and trial.user_attrs.get("mlflow_run_id") in (run.info.run_id, None, "")
+                and trial.user_attrs.get("mlflow_run_id") in (run_id, None, "")
             ):
                 continue  # still training (or about to record its run)
             state = trial.state.name if trial is not None else "missing"
             self._kill_run(
-                run.info.run_id,
+                run_id,
                 f"trial {number} of cell {cell.key} ended ({state}) without closing this run; "
                 "its worker was killed",
             )

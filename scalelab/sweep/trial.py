@@ -41,6 +41,7 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from scalelab.sweep.spec import Cell, Range, SweepSpec, WidthRule
+from scalelab.vocab import BUDGET, BUDGET_KIND
 
 if TYPE_CHECKING:
     from lightning import Callback
@@ -250,12 +251,6 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def set_run_state(client: MlflowClient, run_id: str, status: str, **tags: str) -> None:
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    client.set_terminated(run_id, status)
-
-
 def run_fields(spec: SweepSpec, cell: Cell, number: int, params: dict[str, Any]) -> dict[str, Any]:
     """Config fields every trial sets, pretraining or a stage: size, seed, tracking, the
     sampled hyper-parameters and the spec's ``train:`` overrides."""
@@ -299,6 +294,88 @@ def _train_stage(
     return run_stage(spec.stage, cfg, workspace, run_id=run_id, callbacks=callbacks)
 
 
+def _open_run(
+    spec: SweepSpec,
+    cell: Cell,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    client: MlflowClient,
+    workspace: Workspace,
+    parent_run_id: str,
+) -> str:
+    """The trial's nested MLflow run, tagged with where it came from and holding the cell's
+    budget as numbers (``budget``, ``budget_kind``: what the trial was asked to spend)."""
+    from scalelab.results.sweep_runs import trial_run
+
+    frozen = study.get_trials(deepcopy=False)[trial.number]
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "sweep": spec.name,
+        "cell": cell.key,
+        "trial": str(trial.number),
+        "optuna_study": study.study_name,
+        "slot": str(frozen.user_attrs.get("slot", "")),
+        "worker": worker_name(),
+    }
+    if spec.stage != "pretrain":
+        tags["stage"] = spec.stage  # run_stage tags only the runs it creates itself
+    retried_from = frozen.system_attrs.get("failed_trial")
+    if retried_from is not None:
+        tags["retry_of_trial"] = str(retried_from)
+    run_id = trial_run(
+        client,
+        workspace,
+        experiment=spec.experiment_name,
+        name=f"{cell.key}/{trial.number}",
+        tags=tags,
+        params={BUDGET: f"{cell.budget_value:.10g}", BUDGET_KIND: cell.budget_kind},
+    )
+    trial.set_user_attr("mlflow_run_id", run_id)
+    return run_id
+
+
+def _train_trial(
+    spec: SweepSpec,
+    cell: Cell,
+    trial: optuna.Trial,
+    workspace: Workspace,
+    run_id: str,
+    params: dict[str, Any],
+    flush_every: float,
+) -> tuple[float, float]:
+    """Train the trial in its run; returns (final loss, training seconds)."""
+    from scalelab.results.batched_logging import BatchedMLflowLogging
+    from scalelab.sweep.callbacks import OptunaPruning
+    from scalelab.train import TrainConfig, TrainingDiverged, train
+
+    logging = BatchedMLflowLogging(flush_every)
+    if spec.stage == "pretrain":
+        cfg = TrainConfig(
+            corpus=spec.corpus,
+            tokenizer=spec.tokenizer,
+            tokens=cell.tokens,
+            val_every=val_every(spec, cell),
+            **run_fields(spec, cell, trial.number, params),
+        )
+        pruning = OptunaPruning(trial, tokens_per_step=cfg.batch_size * cfg.context)
+        callbacks = [pruning, logging]
+        result = train(
+            cfg, workspace, run_id=run_id, callbacks=callbacks, enable_progress_bar=False
+        )
+    else:
+        result = _train_stage(spec, cell, trial, workspace, run_id, params, logging)
+        trial.set_user_attr("metric", result.metric)
+        trial.set_user_attr("metric_name", result.metric_name)
+    if not math.isfinite(result.loss):
+        raise TrainingDiverged(f"final validation loss is {result.loss}")
+    return result.loss, result.wall_time
+
+
+def _failed(trial: optuna.Trial, outcome: str, reason: str) -> None:
+    trial.set_user_attr("outcome", outcome)
+    trial.set_user_attr("failure_reason", reason)
+
+
 def run_trial(
     *,
     spec: SweepSpec,
@@ -308,7 +385,6 @@ def run_trial(
     storage: BaseStorage,
     workspace: Workspace,
     client: MlflowClient,
-    experiment_id: str,
     parent_run_id: str,
     retry: Any = None,
     flush_every: float = 15.0,
@@ -319,61 +395,22 @@ def run_trial(
     SIGTERM), which is then raised again. Other exceptions end the trial as failed and are
     not raised: the sweep goes on.
     """
-    from scalelab.sweep.callbacks import BatchedMLflowLogging, OptunaPruning
-    from scalelab.train import TrainConfig, TrainingDiverged, train
+    from scalelab.results.sweep_runs import set_run_state
+    from scalelab.train import TrainingDiverged
 
     started = time.perf_counter()
     number = trial.number
     trial.set_user_attr("worker", worker_name())
     trial.set_user_attr("worker_boot", boot_id())
-    frozen = study.get_trials(deepcopy=False)[number]
-    retried_from = frozen.system_attrs.get("failed_trial")
-    tags = {
-        "mlflow.parentRunId": parent_run_id,
-        "sweep": spec.name,
-        "cell": cell.key,
-        "trial": str(number),
-        "optuna_study": study.study_name,
-        "slot": str(frozen.user_attrs.get("slot", "")),
-        "worker": worker_name(),
-    }
-    if spec.stage != "pretrain":
-        tags["stage"] = spec.stage  # run_stage tags only the runs it creates itself
-    if retried_from is not None:
-        tags["retry_of_trial"] = str(retried_from)
-    run = client.create_run(experiment_id, run_name=f"{cell.key}/{number}", tags=tags)
-    run_id = run.info.run_id
-    trial.set_user_attr("mlflow_run_id", run_id)
-
+    run_id = _open_run(spec, cell, study, trial, client, workspace, parent_run_id)
     params: dict[str, Any] = {}
     state, loss, reason, train_seconds = "FAIL", math.nan, "", 0.0
     with Heartbeat(storage, trial._trial_id):
         try:
             params = suggest(trial, spec, cell)
-            logging = BatchedMLflowLogging(flush_every)
-            if spec.stage == "pretrain":
-                cfg = TrainConfig(
-                    corpus=spec.corpus,
-                    tokenizer=spec.tokenizer,
-                    tokens=cell.tokens,
-                    val_every=val_every(spec, cell),
-                    **run_fields(spec, cell, number, params),
-                )
-                pruning = OptunaPruning(trial, tokens_per_step=cfg.batch_size * cfg.context)
-                result = train(
-                    cfg,
-                    workspace,
-                    run_id=run_id,
-                    callbacks=[pruning, logging],
-                    enable_progress_bar=False,
-                )
-            else:
-                result = _train_stage(spec, cell, trial, workspace, run_id, params, logging)
-                trial.set_user_attr("metric", result.metric)
-                trial.set_user_attr("metric_name", result.metric_name)
-            loss, train_seconds = result.loss, result.wall_time
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"final validation loss is {loss}")
+            loss, train_seconds = _train_trial(
+                spec, cell, trial, workspace, run_id, params, flush_every
+            )
             state = "COMPLETE"
         except optuna.TrialPruned as err:
             state, reason = "PRUNED", str(err)
@@ -383,14 +420,12 @@ def run_trial(
             set_run_state(client, run_id, "KILLED", trial_state="PRUNED", pruned_reason=reason)
         except TrainingDiverged as err:
             reason = str(err)
-            trial.set_user_attr("outcome", "diverged")
-            trial.set_user_attr("failure_reason", reason)
+            _failed(trial, "diverged", reason)
             set_run_state(client, run_id, "FAILED", failure_reason=reason, trial_state="FAIL")
         except (KeyboardInterrupt, SystemExit):
             # Lightning turns Ctrl-C into SystemExit(1) after closing the run as FAILED.
             reason = f"worker {worker_name()} interrupted (Ctrl-C or SIGTERM); trial re-queued"
-            trial.set_user_attr("outcome", "interrupted")
-            trial.set_user_attr("failure_reason", reason)
+            _failed(trial, "interrupted", reason)
             tell(study, trial, state=TrialState.FAIL)
             set_run_state(client, run_id, "KILLED", failure_reason=reason, trial_state="FAIL")
             if retry is not None:
@@ -398,18 +433,15 @@ def run_trial(
             raise
         except Exception as err:
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-            trial.set_user_attr("outcome", "error")
-            trial.set_user_attr("failure_reason", reason)
+            _failed(trial, "error", reason)
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
             set_run_state(client, run_id, "FAILED", failure_reason=reason, trial_state="FAIL")
 
     if state == "COMPLETE":
         tell(study, trial, values=loss)  # first: the result counts once Optuna has it
         client.set_tag(run_id, "trial_state", "COMPLETE")
-    elif state == "PRUNED":
-        tell(study, trial, state=TrialState.PRUNED)
     else:
-        tell(study, trial, state=TrialState.FAIL)
+        tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
     return TrialOutcome(
         cell=cell.key,
         number=number,

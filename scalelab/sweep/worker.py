@@ -80,7 +80,6 @@ def work(
     interval, at most 5 s]. ``max_trials`` stops after that many trials (benchmarks, tests).
     """
     from scalelab.data import prepare
-    from scalelab.results import tracking
 
     attrs = sweep.attrs
     # Refuse a corpus whose content differs from the one the sweep started with.
@@ -90,7 +89,6 @@ def work(
         cache_dir=sweep.workspace.ensure().cache_dir,
         expect_hash=attrs.get("corpus_hash"),
     )
-    experiment_id = tracking.ensure_experiment(sweep.spec.experiment_name, sweep.workspace)
     parent_run_id = attrs["mlflow_parent_run_id"]
     requeue = _unbounded_retry(sweep.storage.get_heartbeat_stale_trial_callback())
     poll = poll if poll is not None else min(5.0, float(sweep.heartbeat.interval))
@@ -126,7 +124,6 @@ def work(
                 storage=sweep.storage,
                 workspace=sweep.workspace,
                 client=sweep.client,
-                experiment_id=experiment_id,
                 parent_run_id=parent_run_id,
                 retry=requeue,
                 flush_every=flush_every,
