@@ -16,12 +16,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from scalelab.sweep.report import RESULT_COLUMNS, fit_and_log, text_table
+from scalelab.sweep.spec import SweepSpec
 from scalelab.sweep.storage import redact
 from scalelab.sweep.study import Sweep
 from scalelab.sweep.trial import TrialOutcome
 from scalelab.sweep.worker import quiet_training_logs, work
+from scalelab.workspace import Workspace
 
 POLL_SECONDS = 2.0
 MAX_ROUNDS = 5  # re-launches after workers exit with slots re-queued (lost, then recovered)
@@ -84,6 +87,39 @@ def _progress_printer(sweep: Sweep, echo: Callable[[str], None]) -> Callable[[],
             last["line"] = line
 
     return show
+
+
+def open_sweep(
+    spec: str | os.PathLike[str] | SweepSpec,
+    workspace: Workspace,
+    *,
+    workers: int = 1,
+    storage: str | None = None,
+    name: str | None = None,
+) -> Sweep:
+    """The sweep of ``spec`` (a path or a parsed spec), created or checked against the stored
+    one, its corpus prepared: everything ``sweep run`` does before training.
+
+    Bad input raises ``ValueError`` (a malformed spec, a storage that cannot serve
+    ``workers`` processes) or ``SweepConflict`` (a spec that differs from the stored sweep).
+    """
+    from scalelab.data import prepare
+    from scalelab.sweep.spec import load_spec
+    from scalelab.sweep.storage import default_storage_url, storage_kind
+
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(Path(spec), name=name)
+    url = storage or spec.storage or default_storage_url(workspace)
+    if storage_kind(url) == "sqlite" and workers > 1:
+        raise ValueError(
+            f"SQLite storage ({url}) serves one worker process; for --workers {workers} "
+            "use the default journal storage or a PostgreSQL URL"
+        )
+    workspace.ensure()
+    data = prepare(spec.corpus, spec.tokenizer, cache_dir=workspace.cache_dir)
+    sweep = Sweep(spec, url, workspace)
+    sweep.ensure(data.corpus_hash)
+    return sweep
 
 
 def run_sweep(
