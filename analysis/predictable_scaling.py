@@ -28,7 +28,7 @@ from scalelab.analysis.forecast import (
     fit_candidate,
     frontier,
 )
-from scalelab.predictable import fit_rules, plan_target, run_study
+from scalelab.studies.predictable import fit_rules, plan_target, run_study
 from scalelab.workspace import Workspace
 
 ROOT = HERE.parent

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from scalelab.predictable import run_study
+from scalelab.studies.predictable import run_study
 from scalelab.sweep.spec import load_spec
 from scalelab.workspace import Workspace
 

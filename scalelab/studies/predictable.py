@@ -3,9 +3,10 @@ forecast to MLflow, then train that run and score the forecast.
 
 ``run_study(spec_path, targets, workspace)``:
 
-1. runs the ladder sweep (``scalelab sweep run``, resumable), then, while a compute budget's
-   best size sits at the edge of the sizes tried, a small extension sweep with a size beyond
-   it (``<name>-x1``, ``-x2``...; the smallest shape, one layer of width 8, cannot shrink);
+1. runs the ladder sweep in this process (the sweep coordinator, resumable), then, while a
+   compute budget's best size sits at the edge of the sizes tried, a small extension sweep with
+   a size beyond it (``<name>-x1``, ``-x2``...; the smallest shape, one layer of width 8,
+   cannot shrink);
 2. picks the law and fit range by backtesting inside the ladder
    (``scalelab.analysis.forecast.select_law``);
 3. plans each target from the ladder alone: N from the IsoFLOP optima extrapolated in compute,
@@ -21,13 +22,8 @@ forecast is never rewritten once its target has started.
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import json
 import math
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +46,26 @@ from scalelab.analysis.forecast import (
     select_law,
 )
 from scalelab.sweep.spec import SweepSpec, load_spec
+from scalelab.vocab import compute_6nd, tokens_for_compute
 from scalelab.workspace import Workspace
 
+LADDER_COLUMNS = [
+    "run_id",
+    "sweep",
+    "cell",
+    "budget",
+    "n_params",
+    "n_params_total",
+    "tokens",
+    "compute_full",
+    "lr",
+    "batch_size",
+    "d_model",
+    "n_layer",
+    "loss",
+    "seconds",
+    "unigram",
+]
 MAX_EXTENSIONS = 3
 GROWTH = 1.6  # a new edge size is this factor beyond the old edge
 
@@ -76,7 +90,7 @@ class Plan:
             "n_params": self.n_params,
             "n_params_total": self.n_params_total,
             "tokens": self.tokens,
-            "compute": 6.0 * self.n_params * self.tokens,
+            "compute": compute_6nd(self.n_params, self.tokens),
             "compute_full": self.compute_full,
         }
 
@@ -100,76 +114,28 @@ class Outcome:
         return self.forecast.lo <= self.actual <= self.forecast.hi
 
 
-def _client(workspace: Workspace) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=workspace.tracking_uri)
-
-
 def run_sweep(spec_path: Path, workspace: Workspace, workers: int, echo: Callable) -> None:
-    """``scalelab sweep run`` in a subprocess: its workers and recovery as a user gets them."""
-    command = [
-        sys.executable,
-        "-m",
-        "scalelab",
-        "sweep",
-        "run",
-        str(spec_path),
-        "--workers",
-        str(workers),
-        "--workspace",
-        str(workspace.root),
-        "--tracking-uri",
-        workspace.tracking_uri,
-    ]
-    echo(f"$ scalelab sweep run {spec_path} --workers {workers}")
-    done = subprocess.run(command, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"sweep {spec_path} exited with code {done.returncode}")
+    """Create or resume the sweep of ``spec_path`` and train it, in this process (with
+    ``workers`` > 1 the coordinator starts its worker processes, as ``sweep run`` does)."""
+    from scalelab.sweep.coordinator import open_sweep
+    from scalelab.sweep.coordinator import run_sweep as train_sweep
+
+    echo(f"sweep {spec_path} with {workers} worker(s)")
+    sweep = open_sweep(spec_path, workspace, workers=workers)
+    if not train_sweep(sweep, workers=workers, echo=echo).complete:
+        raise RuntimeError(f"sweep {spec_path} did not complete")
 
 
 def ladder_runs(experiment: str, sweeps: Sequence[str], workspace: Workspace) -> pd.DataFrame:
     """Every completed ladder trial: sizes, budget, hyper-parameters and final loss."""
-    client = _client(workspace)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ValueError(f"no MLflow experiment {experiment!r}: run the ladder first")
-    runs = [
-        run
-        for sweep in sweeps  # MLflow's filter has no IN for tags
-        for run in client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.sweep = '{sweep}' AND tags.trial_state = 'COMPLETE'",
-            max_results=50_000,
-        )
-    ]
-    rows = []
-    for run in runs:
-        p, tags = run.data.params, run.data.tags
-        if "loss" not in run.data.metrics:
-            continue
-        budget = tags["cell"].split("-")[1]
-        baselines = ast.literal_eval(tags.get("corpus_baselines", "{}"))
-        rows.append(
-            {
-                "run_id": run.info.run_id,
-                "sweep": tags["sweep"],
-                "cell": f"{tags['sweep']}/{tags['cell']}",
-                "budget": float(budget[1:]),
-                **{k: float(p[k]) for k in ("n_params", "n_params_total", "tokens")},
-                "compute_full": float(p["compute_full"]),
-                "lr": float(p["lr"]),
-                "batch_size": int(p["batch_size"]),
-                "d_model": int(p["d_model"]),
-                "n_layer": int(p["n_layer"]),
-                "loss": float(run.data.metrics["loss"]),
-                "seconds": (run.info.end_time - run.info.start_time) / 1000,
-                "unigram": float(baselines.get("unigram", math.nan)),
-            }
-        )
-    if not rows:
-        raise ValueError(f"no completed trial of sweeps {list(sweeps)} in {experiment!r}")
-    return pd.DataFrame(rows)
+    from scalelab.results.runs import mlflow_runs
+
+    try:
+        runs = mlflow_runs(experiment, workspace, sweeps=sweeps, completed=True)
+    except ValueError as err:
+        raise ValueError(f"{err}: run the ladder first") from None
+    runs = runs.assign(cell=runs["sweep"] + "/" + runs["cell"])
+    return runs[LADDER_COLUMNS].astype({"batch_size": int, "d_model": int, "n_layer": int})
 
 
 def _extension_spec(spec: SweepSpec, index: int, cells: pd.DataFrame) -> dict | None:
@@ -270,7 +236,7 @@ def plan_target(spec: SweepSpec, rules: Rules, compute_full: float) -> Plan:
         return compute_full / per_token / model.n_params, (model, per_token)
 
     # Around C = 6·N·D with D = ratio·N; the full count moves the answer by less than 3x.
-    guess = math.sqrt(compute_full / (6.0 * rules.tokens_per_param))
+    guess = math.sqrt(tokens_for_compute(compute_full, rules.tokens_per_param))
     grid = np.geomspace(guess / 3, guess * 3, 25)
     ratios = [tokens_per_param(n)[0] for n in grid]
     n_opt = float(grid[np.argmin(np.abs(np.log(np.array(ratios) / rules.tokens_per_param)))])
@@ -292,45 +258,35 @@ def plan_target(spec: SweepSpec, rules: Rules, compute_full: float) -> Plan:
     )
 
 
-def _val_curve(client: Any, run_id: str, steps: int) -> pd.Series:
-    """A run's validation losses by fraction of training. Lightning logs a validation during
-    fit at the step before ``global_step``, and the final one (after fit) at ``steps``."""
-    history = client.get_metric_history(run_id, "val/loss")
-    return pd.Series(
-        {round(min(m.step + 1, steps) / steps, 3): m.value for m in history}, dtype=float
-    ).sort_index()
+def _val_curve(workspace: Workspace, runs: pd.DataFrame) -> pd.DataFrame:
+    """Validation losses of ``runs`` by fraction of training (``run_id``, ``fraction``,
+    ``loss``), as the results layer aligns them with the tokens seen."""
+    from scalelab.results.runs import validation_curves
+
+    curves = validation_curves(runs, workspace)
+    return curves.assign(fraction=curves["fraction"].round(3))[["run_id", "fraction", "loss"]]
 
 
-def frontier_curves(cells: pd.DataFrame, workspace: Workspace, context: int) -> pd.DataFrame:
+def frontier_curves(cells: pd.DataFrame, workspace: Workspace) -> pd.DataFrame:
     """Validation curves of the best run of each budget, as fractions of training."""
-    client = _client(workspace)
-    rows = []
-    for _, run in frontier(cells).iterrows():
-        steps = int(run["tokens"]) // (int(run["batch_size"]) * context)
-        curve = _val_curve(client, run["run_id"], steps)
-        rows += [{"run_id": run["run_id"], "fraction": f, "loss": v} for f, v in curve.items()]
-    return pd.DataFrame(rows)
+    return _val_curve(workspace, frontier(cells))
 
 
 def _fingerprint(cells: pd.DataFrame) -> str:
     return hashlib.sha256(",".join(sorted(cells["run_id"])).encode()).hexdigest()[:12]
 
 
-def _find(client: Any, experiment_id: str, filter_string: str) -> Any | None:
-    runs = client.search_runs([experiment_id], filter_string=filter_string, max_results=1)
-    return runs[0] if runs else None
+def _load_forecast(workspace: Workspace, run_id: str) -> tuple[Plan, Forecast, pd.Series]:
+    from scalelab.results.forecasts import load_forecast
 
-
-def _load_forecast(client: Any, run_id: str) -> tuple[Plan, Forecast, pd.Series]:
-    path = client.download_artifacts(run_id, "forecast.json")
-    payload = json.loads(Path(path).read_text())
+    payload = load_forecast(workspace, run_id)
     curve = pd.Series({float(k): v for k, v in payload["curve"].items()}, dtype=float)
     return Plan(**payload["plan"]), Forecast(**payload["forecast"]), curve.sort_index()
 
 
 def log_forecast(
-    client: Any,
-    experiment_id: str,
+    workspace: Workspace,
+    experiment: str,
     requested: float,
     plan: Plan,
     result: Forecast,
@@ -339,39 +295,34 @@ def log_forecast(
     fingerprint: str,
 ) -> str:
     """A finished ``kind=forecast`` run holding the prediction, made before the target."""
-    from scalelab.results.tracking import log_json_artifact
+    from scalelab.results.forecasts import log_forecast as log_record
 
-    run = client.create_run(
-        experiment_id,
-        run_name=f"forecast C{plan.compute_full:.2g}",
-        tags={
-            "kind": "forecast",
-            "target_compute": f"{requested:.6g}",
-            "ladder": fingerprint,
-            "forecast_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    return log_record(
+        workspace,
+        experiment,
+        name=f"forecast C{plan.compute_full:.2g}",
+        ladder=fingerprint,
+        target_compute=requested,
+        params={
+            **plan.row(),
+            "lr": plan.lr,
+            "batch_size": plan.batch_size,
+            "law": result.candidate[:500],
         },
-    )
-    run_id = run.info.run_id
-    for key, value in {**plan.row(), "lr": plan.lr, "batch_size": plan.batch_size}.items():
-        client.log_param(run_id, key, value)
-    client.log_param(run_id, "law", result.candidate[:500])
-    for key in ("loss", "lo", "hi", "naive_loss", "decades"):
-        client.log_metric(
-            run_id, f"predicted_{key}" if key != "decades" else key, getattr(result, key)
-        )
-    log_json_artifact(
-        client,
-        run_id,
-        {
+        metrics={
+            "predicted_loss": result.loss,
+            "predicted_lo": result.lo,
+            "predicted_hi": result.hi,
+            "predicted_naive_loss": result.naive_loss,
+            "decades": result.decades,
+        },
+        record={
             "forecast": result.to_dict(),
             "plan": plan.__dict__,
             "curve": {str(k): v for k, v in curve.items()},
             "backtests": selection.table().to_dict("records"),
         },
-        "forecast.json",
     )
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
 
 
 def train_target(plan: Plan, spec: SweepSpec, workspace: Workspace, forecast_run_id: str) -> Any:
@@ -412,21 +363,18 @@ def run_target(
     echo: Callable = print,
 ) -> Outcome:
     """Forecast (or reuse the forecast of) one target, then train it (or reuse it)."""
-    client = _client(workspace)
-    experiment_id = client.get_experiment_by_name(spec.experiment_name).experiment_id
+    from scalelab.results import forecasts
+
+    experiment = spec.experiment_name
     fingerprint = _fingerprint(cells)
-    key = (
-        f"tags.kind = 'forecast' AND tags.ladder = '{fingerprint}' AND "
-        f"tags.target_compute = '{compute_full:.6g}'"
-    )
-    existing = _find(client, experiment_id, key)
-    if existing is None:
+    forecast_id = forecasts.find_forecast(workspace, experiment, fingerprint, compute_full)
+    if forecast_id is None:
         plan = plan_target(spec, fit_rules(cells), compute_full)
         result = forecast(cells, plan.row(), selection)
-        shape = curve_shape(frontier_curves(cells, workspace, spec.context), _floor(result))
+        shape = curve_shape(frontier_curves(cells, workspace), _floor(result))
         curve = predict_curve(result.loss, _floor(result), shape)
         forecast_id = log_forecast(
-            client, experiment_id, compute_full, plan, result, curve, selection, fingerprint
+            workspace, experiment, compute_full, plan, result, curve, selection, fingerprint
         )
         echo(
             f"forecast for C={plan.compute_full:.3g} logged (run {forecast_id}): "
@@ -434,26 +382,19 @@ def run_target(
         )
     else:
         # What was logged before the target trained is the forecast, whatever the code does now.
-        forecast_id = existing.info.run_id
-        plan, result, curve = _load_forecast(client, forecast_id)
+        plan, result, curve = _load_forecast(workspace, forecast_id)
         echo(f"forecast for C={plan.compute_full:.3g} already logged (run {forecast_id})")
-    done = _find(
-        client,
-        experiment_id,
-        f"tags.kind = 'target' AND tags.forecast_run_id = '{forecast_id}' "
-        "AND attributes.status = 'FINISHED'",
-    )
-    if done is None:
+    target_id = forecasts.find_target(workspace, experiment, forecast_id)
+    if target_id is None:
         echo(
             f"training target: N={plan.n_params:,} (d_model {plan.d_model}, {plan.n_layer} "
             f"layers) D={plan.tokens:,} lr={plan.lr:.3g} batch={plan.batch_size}"
         )
         target_id = train_target(plan, spec, workspace, forecast_id).run_id
-    else:
-        target_id = done.info.run_id
-    metrics = client.get_run(target_id).data.metrics
+    metrics = forecasts.final_metrics(workspace, target_id)
     actual = float(metrics["loss"])
-    history = _val_curve(client, target_id, plan.tokens // (plan.batch_size * spec.context))
+    target = pd.DataFrame([{"run_id": target_id, "n_params": plan.n_params, "tokens": plan.tokens}])
+    history = _val_curve(workspace, target).set_index("fraction")["loss"]
     outcome = Outcome(
         plan=plan,
         forecast=result,
@@ -463,13 +404,12 @@ def run_target(
         curve=_join_curves(curve, history),
         seconds=float(metrics.get("wall_time", math.nan)),
     )
-    client.set_tag(forecast_id, "target_run_id", target_id)
-    for key, value in {
-        "actual_loss": actual,
-        "error": outcome.error,
-        "covered": float(outcome.covered),
-    }.items():
-        client.log_metric(forecast_id, key, value)
+    forecasts.record_outcome(
+        workspace,
+        forecast_id,
+        target_id,
+        {"actual_loss": actual, "error": outcome.error, "covered": float(outcome.covered)},
+    )
     return outcome
 
 
