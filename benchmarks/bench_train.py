@@ -20,7 +20,8 @@ import torch
 
 from scalelab.data import RandomWindows, prepare
 from scalelab.model import GPT, GPTConfig
-from scalelab.train import TrainConfig, language_model, lr_factor, make_trainer
+from scalelab.train import TrainConfig
+from scalelab.training.optim import adamw_with_schedule
 
 SIZES = [  # (n_layer, d_model): the middle one is the MFU target in the issue
     (4, 128),
@@ -47,15 +48,7 @@ def plain_loop(model_cfg: GPTConfig, cfg: TrainConfig, train_tokens: Any, steps:
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg)
     params = list(model.parameters())
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg))
+    optimizer, schedule = adamw_with_schedule(model, cfg, steps, (cfg.beta1, cfg.beta2))
     batches = iter(RandomWindows(train_tokens, cfg.context, cfg.batch_size, cfg.seed))
     for step in range(steps):
         if step == warm:
@@ -74,6 +67,8 @@ def lightning_loop(model_cfg: GPTConfig, cfg: TrainConfig, data: Any, steps: int
     """Tokens/s of ``scalelab.train``'s module and Trainer, timed over the same steps."""
     import lightning as L
 
+    from scalelab.training.language_model import LanguageModel, pretraining_trainer
+
     class StepTimer(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):  # noqa: ANN001
             if batch_idx == warm:
@@ -84,8 +79,8 @@ def lightning_loop(model_cfg: GPTConfig, cfg: TrainConfig, data: Any, steps: int
 
     timer = StepTimer()
     L.seed_everything(cfg.seed, verbose=False)
-    module = language_model(model_cfg, cfg, data, steps)
-    trainer = make_trainer(
+    module = LanguageModel(model_cfg, cfg, data, steps)
+    trainer = pretraining_trainer(
         cfg, steps, steps + 1, logger=False, callbacks=[timer], enable_progress_bar=False
     )
     trainer.fit(module)

@@ -35,14 +35,14 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-Variant = Literal["gpt1", "gpt2", "gpt3"]
-VARIANTS: tuple[str, ...] = get_args(Variant)
+from scalelab.vocab import VARIANTS, Variant
+
 MAX_VOCAB = 65535  # token ids are cached as uint16 by the data pipeline
 INIT_STD = 0.02  # GPT-1 §4.1 and GPT-2: N(0, 0.02) for every weight matrix and embedding
 

@@ -19,8 +19,7 @@ from scalelab.model import (
     band_mask,
     config_for_params,
 )
-
-VARIANTS = ["gpt1", "gpt2", "gpt3"]
+from scalelab.vocab import VARIANTS
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,11 @@ tracked in MLflow by ``run_stage`` (see ``stages`` for the Python usage):
   clipped policy and value losses, and InstructGPT's pre-training mix (PPO-ptx);
 - ``bestofn.py``: best-of-n sampling against the reward model, with KL = log n − (n−1)/n.
 
-Importing this package does not import Lightning or MLflow.
+Importing this package imports no torch, Lightning or MLflow: ``run_stage`` and
+``StageResult`` load ``stages`` on first use.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from scalelab.rlhf.config import (
     STAGES,
@@ -25,8 +28,10 @@ from scalelab.rlhf.config import (
     StageConfig,
     stage_config,
 )
-from scalelab.rlhf.stages import StageResult, run_stage
 from scalelab.rlhf.task import Comparison, Example, Prompt, SyntheticTask, TaskConfig
+
+if TYPE_CHECKING:
+    from scalelab.rlhf.stages import StageResult, run_stage
 
 __all__ = [
     "STAGES",
@@ -44,3 +49,11 @@ __all__ = [
     "run_stage",
     "stage_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("StageResult", "run_stage"):
+        from scalelab.rlhf import stages
+
+        return getattr(stages, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,9 +8,7 @@ to improve generalisation and speed up convergence. ``aux_lm_weight=0`` drops it
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,10 +16,8 @@ from torch.nn import functional as F
 
 from scalelab.rlhf.config import ClassifyConfig
 from scalelab.rlhf.heads import TaskHead, pad_batch
-from scalelab.rlhf.loop import base_module_class, check_finite, shuffled_loader
-
-if TYPE_CHECKING:
-    import lightning as L
+from scalelab.rlhf.module import StageModule
+from scalelab.training.module import check_finite
 
 
 def collate(
@@ -51,56 +47,36 @@ def classification_losses(
     }
 
 
-@functools.cache
-def _module_class() -> type[L.LightningModule]:
-    Base = base_module_class()
+class ClassifyModule(StageModule):
+    """Fine-tunes a ``TaskHead`` with L3 = L2 + λ·L1."""
 
-    class ClassifyModule(Base):
-        """Fine-tunes a ``TaskHead`` with L3 = L2 + λ·L1."""
+    collate = staticmethod(collate)
+    eval_batch_size = 256
+    model: TaskHead
 
-        def __init__(
-            self,
-            cfg: ClassifyConfig,
-            model: TaskHead,
-            train: Sequence[tuple[np.ndarray, int]],
-            evaluation: Sequence[tuple[np.ndarray, int]],
-        ) -> None:
-            super().__init__(cfg, cfg.steps)
-            self.model = model
-            self.train_set, self.eval_set = list(train), list(evaluation)
+    def __init__(
+        self,
+        cfg: ClassifyConfig,
+        model: TaskHead,
+        train: Sequence[tuple[np.ndarray, int]],
+        evaluation: Sequence[tuple[np.ndarray, int]],
+    ) -> None:
+        super().__init__(cfg, model, train, evaluation)
 
-        def train_dataloader(self) -> torch.utils.data.DataLoader:
-            return shuffled_loader(self.train_set, self.cfg, collate)
+    def _step(self, batch: tuple[torch.Tensor, ...], prefix: str) -> torch.Tensor:
+        ids, lengths, labels = batch
+        parts = classification_losses(self.model, ids, lengths, labels)
+        loss = parts["class_loss"] + self.cfg.aux_lm_weight * parts["lm_loss"]
+        size = len(labels)
+        self.log(f"{prefix}_loss", loss, batch_size=size, prog_bar=True)
+        for name, value in parts.items():
+            self.log(f"{prefix}_{name}", value, batch_size=size)
+        return loss
 
-        def val_dataloader(self) -> torch.utils.data.DataLoader:
-            return torch.utils.data.DataLoader(self.eval_set, batch_size=256, collate_fn=collate)
+    def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        check_finite(loss, self.global_step)
+        return loss
 
-        def _step(self, batch: tuple[torch.Tensor, ...], prefix: str) -> torch.Tensor:
-            ids, lengths, labels = batch
-            parts = classification_losses(self.model, ids, lengths, labels)
-            loss = parts["class_loss"] + self.cfg.aux_lm_weight * parts["lm_loss"]
-            size = len(labels)
-            self.log(f"{prefix}_loss", loss, batch_size=size, prog_bar=True)
-            for name, value in parts.items():
-                self.log(f"{prefix}_{name}", value, batch_size=size)
-            return loss
-
-        def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
-            loss = self._step(batch, "train")
-            check_finite(loss, self.global_step)
-            return loss
-
-        def validation_step(self, batch: tuple[torch.Tensor, ...], _: int) -> None:
-            self._step(batch, "eval")
-
-    return ClassifyModule
-
-
-def classify_module(
-    cfg: ClassifyConfig,
-    model: TaskHead,
-    train: Sequence[tuple[np.ndarray, int]],
-    evaluation: Sequence[tuple[np.ndarray, int]],
-) -> L.LightningModule:
-    """The LightningModule that fine-tunes ``model`` on ``train`` for ``cfg.steps`` steps."""
-    return _module_class()(cfg, model, train, evaluation)
+    def validation_step(self, batch: tuple[torch.Tensor, ...], _: int) -> None:
+        self._step(batch, "eval")

@@ -1,17 +1,21 @@
 """Validated configs of the RLHF stages: one pydantic model per stage, on a shared base.
 
 Each field is flat (a sweep or a command line sets it by name); the synthetic task is a nested
-``TaskConfig``. ``stage_config(stage, **fields)`` builds the right class.
+``TaskConfig``. ``stage_config(stage, **fields)`` builds the right class. Imports no torch or
+Lightning: sweep specs and the CLI validate stage configs cheaply.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from scalelab.model import GPTConfig, config_for_params
 from scalelab.rlhf.task import TaskConfig
+from scalelab.vocab import Variant
+
+if TYPE_CHECKING:
+    from scalelab.model import GPTConfig
 
 Stage = Literal["sft", "reward", "ppo", "classify"]
 STAGES: tuple[str, ...] = get_args(Stage)
@@ -33,7 +37,7 @@ class StageConfig(BaseModel):
     init: str | None = Field(None, description="checkpoint: a .pt path or runs:/<run_id>")
     preset: str | None = None
     n_params_target: float | None = Field(None, gt=0)
-    variant: Literal["gpt1", "gpt2", "gpt3"] = "gpt2"
+    variant: Variant = "gpt2"
     context: int = Field(64, ge=8, le=8192)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -73,6 +77,8 @@ class StageConfig(BaseModel):
 
     def model_cfg(self) -> GPTConfig:
         """The shape of a fresh trunk (not used when ``init`` is given)."""
+        from scalelab.model import GPTConfig, config_for_params
+
         shape = dict(
             variant=self.variant, context=self.context, vocab_size=VOCAB_SIZE, dropout=self.dropout
         )

@@ -24,11 +24,10 @@ vocabulary, an unbiased and lower-variance estimate of the sequence KL).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,11 +37,8 @@ from scalelab.model import GPT
 from scalelab.rlhf.config import PPOConfig
 from scalelab.rlhf.generate import Rollout, generate
 from scalelab.rlhf.heads import PolicyWithValue, RewardModel, token_logprobs
-from scalelab.rlhf.loop import base_module_class, check_finite
 from scalelab.rlhf.task import Prompt, gold_reward
-
-if TYPE_CHECKING:
-    import lightning as L
+from scalelab.training.module import ScheduledModule, check_finite
 
 
 # --- pieces -------------------------------------------------------------------------------
@@ -302,168 +298,164 @@ def ptx_batches(
 
 
 # --- the Lightning module -----------------------------------------------------------------
-@functools.cache
-def _module_class() -> type[L.LightningModule]:
-    Base = base_module_class()
+class PPOModule(ScheduledModule):
+    """PPO (and PPO-ptx) with manual optimisation: one ``training_step`` per iteration."""
 
-    class PPOModule(Base):
-        """PPO (and PPO-ptx) with manual optimisation: one ``training_step`` per iteration."""
+    cfg: PPOConfig
 
-        def __init__(
-            self,
-            cfg: PPOConfig,
-            model: PolicyWithValue,
-            ref: GPT,
-            reward_model: RewardModel,
-            train_prompts: Sequence[Prompt],
-            eval_prompts: Sequence[Prompt],
-            ptx_tokens: np.ndarray | None = None,
-        ) -> None:
-            minibatches = math.ceil(cfg.rollout_batch / cfg.minibatch_size)
-            super().__init__(cfg, cfg.steps * cfg.ppo_epochs * minibatches)
-            self.automatic_optimization = False
-            self.model, self.ref, self.reward_model = model, ref, reward_model
-            for frozen in (self.ref, self.reward_model):
-                frozen.requires_grad_(False)
-                frozen.eval()
-            self.train_prompts, self.eval_prompts = list(train_prompts), list(eval_prompts)
-            self.kl_ctl = kl_controller(cfg)
-            self.max_new_tokens = cfg.answer_budget()
-            self.ptx_tokens = ptx_tokens
-            self.history: list[dict[str, float]] = []
-            self._rng = np.random.default_rng([cfg.seed, 7])
-            self._gen = torch.Generator().manual_seed(cfg.seed)
-            self._ptx: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+    def __init__(
+        self,
+        cfg: PPOConfig,
+        model: PolicyWithValue,
+        ref: GPT,
+        reward_model: RewardModel,
+        train_prompts: Sequence[Prompt],
+        eval_prompts: Sequence[Prompt],
+        ptx_tokens: np.ndarray | None = None,
+    ) -> None:
+        minibatches = math.ceil(cfg.rollout_batch / cfg.minibatch_size)
+        super().__init__(cfg, cfg.steps * cfg.ppo_epochs * minibatches)
+        self.automatic_optimization = False
+        self.model, self.ref, self.reward_model = model, ref, reward_model
+        for frozen in (self.ref, self.reward_model):
+            frozen.requires_grad_(False)
+            frozen.eval()
+        self.train_prompts, self.eval_prompts = list(train_prompts), list(eval_prompts)
+        self.kl_ctl = kl_controller(cfg)
+        self.max_new_tokens = cfg.answer_budget()
+        self.ptx_tokens = ptx_tokens
+        self.history: list[dict[str, float]] = []
+        self._rng = np.random.default_rng([cfg.seed, 7])
+        self._gen = torch.Generator().manual_seed(cfg.seed)
+        self._ptx: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 
-        def train_dataloader(self) -> torch.utils.data.DataLoader:
-            # One item per iteration; the rollout itself is sampled in training_step.
-            return torch.utils.data.DataLoader(range(self.cfg.steps), batch_size=None)
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        # One item per iteration; the rollout itself is sampled in training_step.
+        return torch.utils.data.DataLoader(range(self.cfg.steps), batch_size=None)
 
-        def on_train_start(self) -> None:
-            self.ref.eval()
-            self.reward_model.eval()
-            if self.cfg.ptx_coef > 0:
-                if self.ptx_tokens is None:
-                    raise ValueError("ptx_coef > 0 needs pre-training tokens")
-                self._ptx = ptx_batches(
-                    self.ptx_tokens, self.cfg.context, self.cfg.ptx_batch_size, self.cfg.seed
-                )
-            self._evaluate(0)
-
-        def _evaluate(self, iteration: int) -> dict[str, float]:
-            stats = evaluate_policy(
-                self.model.policy,
-                self.ref,
-                self.reward_model,
-                self.eval_prompts,
-                self.max_new_tokens,
-                seed=self.cfg.seed + 1,
-                temperature=self.cfg.temperature,
+    def on_train_start(self) -> None:
+        self.ref.eval()
+        self.reward_model.eval()
+        if self.cfg.ptx_coef > 0:
+            if self.ptx_tokens is None:
+                raise ValueError("ptx_coef > 0 needs pre-training tokens")
+            self._ptx = ptx_batches(
+                self.ptx_tokens, self.cfg.context, self.cfg.ptx_batch_size, self.cfg.seed
             )
-            metrics = {f"eval_{k}": v for k, v in stats.items()}
-            self.history.append({"iteration": iteration, **stats})
-            self._log(metrics, iteration)
-            return metrics
+        self._evaluate(0)
 
-        def _log(self, metrics: dict[str, float], iteration: int) -> None:
-            # The MLflow step is the PPO iteration (Lightning's global_step counts minibatch
-            # updates); callback_metrics still get every value, for callbacks.
-            for key, value in metrics.items():
-                self.trainer.callback_metrics[key] = torch.tensor(value)
-            if self.logger is not None:
-                self.logger.log_metrics(metrics, step=iteration)
+    def training_step(self, iteration: int, _: int) -> None:
+        beta = self.kl_ctl.value
+        exp = self._experience(beta)
+        means = self._update(exp, iteration)
+        kl = float(exp.kl.mean())
+        self.kl_ctl.update(kl, self.cfg.rollout_batch)
+        done = iteration + 1
+        self._log(self._iteration_metrics(exp, beta, means), done)
+        if done % self.cfg.evaluations(self.cfg.steps) == 0 or done == self.cfg.steps:
+            self._evaluate(done)
 
-        def training_step(self, iteration: int, _: int) -> None:
-            cfg = self.cfg
-            picks = self._rng.choice(len(self.train_prompts), size=cfg.rollout_batch)
-            prompts = [self.train_prompts[i] for i in picks]
-            rollout = generate(
-                self.model.policy,
-                [p.ids for p in prompts],
-                self.max_new_tokens,
-                temperature=cfg.temperature,
-                generator=self._gen,
+    def _experience(self, beta: float) -> Experience:
+        """Sample a rollout batch from the policy and score it (``make_experience``)."""
+        cfg = self.cfg
+        picks = self._rng.choice(len(self.train_prompts), size=cfg.rollout_batch)
+        prompts = [self.train_prompts[i] for i in picks]
+        rollout = generate(
+            self.model.policy,
+            [p.ids for p in prompts],
+            self.max_new_tokens,
+            temperature=cfg.temperature,
+            generator=self._gen,
+        )
+        rollout = Rollout(
+            *(t.to(self.device) for t in (rollout.ids, rollout.prompt_len, rollout.response_len))
+        )
+        self.model.eval()  # old log-probabilities and values without dropout noise
+        exp = make_experience(
+            self.model,
+            self.ref,
+            self.reward_model,
+            prompts,
+            rollout,
+            kl_coef=beta,
+            gamma=cfg.gamma,
+            lam=cfg.lam,
+            temperature=cfg.temperature,
+            whiten=cfg.whiten_advantages,
+        )
+        self.model.train()
+        return exp
+
+    def _update(self, exp: Experience, iteration: int) -> dict[str, float]:
+        """``ppo_epochs`` passes over ``exp`` in shuffled minibatches; the mean statistics."""
+        cfg = self.cfg
+        sums: dict[str, float] = {}
+        n_updates = 0
+        for _epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(cfg.rollout_batch, generator=self._gen)
+            for index in order.split(cfg.minibatch_size):
+                stats = self._minibatch_step(exp[index.to(self.device)], iteration)
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                n_updates += 1
+        return {key: value / n_updates for key, value in sums.items()}
+
+    def _minibatch_step(self, batch: Experience, iteration: int) -> dict[str, torch.Tensor]:
+        """One optimizer and scheduler step on the PPO(-ptx) loss of ``batch``."""
+        ptx = None
+        if self._ptx is not None:
+            ptx = tuple(t.to(self.device) for t in next(self._ptx))
+        loss, stats = ppo_loss(self.model, batch, self.cfg, ptx)
+        check_finite(loss, iteration, "PPO loss")
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.cfg.grad_clip:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm"
             )
-            rollout = Rollout(
-                *(
-                    t.to(self.device)
-                    for t in (rollout.ids, rollout.prompt_len, rollout.response_len)
-                )
-            )
-            beta = self.kl_ctl.value
-            self.model.eval()  # old log-probabilities and values without dropout noise
-            exp = make_experience(
-                self.model,
-                self.ref,
-                self.reward_model,
-                prompts,
-                rollout,
-                kl_coef=beta,
-                gamma=cfg.gamma,
-                lam=cfg.lam,
-                temperature=cfg.temperature,
-                whiten=cfg.whiten_advantages,
-            )
-            self.model.train()
+        optimizer.step()
+        self.lr_schedulers().step()
+        return stats
 
-            optimizer = self.optimizers()
-            scheduler = self.lr_schedulers()
-            sums: dict[str, float] = {}
-            n_updates = 0
-            for _epoch in range(cfg.ppo_epochs):
-                order = torch.randperm(cfg.rollout_batch, generator=self._gen)
-                for index in order.split(cfg.minibatch_size):
-                    ptx = None
-                    if self._ptx is not None:
-                        ptx = tuple(t.to(self.device) for t in next(self._ptx))
-                    loss, stats = ppo_loss(self.model, exp[index.to(self.device)], cfg, ptx)
-                    check_finite(loss, iteration, "PPO loss")
-                    optimizer.zero_grad()
-                    self.manual_backward(loss)
-                    if cfg.grad_clip:
-                        self.clip_gradients(
-                            optimizer,
-                            gradient_clip_val=cfg.grad_clip,
-                            gradient_clip_algorithm="norm",
-                        )
-                    optimizer.step()
-                    scheduler.step()
-                    for key, value in stats.items():
-                        sums[key] = sums.get(key, 0.0) + float(value)
-                    n_updates += 1
+    def _iteration_metrics(
+        self, exp: Experience, beta: float, means: dict[str, float]
+    ) -> dict[str, float]:
+        kl = exp.kl
+        return {
+            **{f"train_{k}": v for k, v in means.items()},
+            "train_reward": float(exp.scores.mean()),
+            "train_gold_reward": float(exp.gold.mean()),
+            "train_kl": float(kl.mean()),
+            "train_non_score_reward": float((-beta * kl).mean()),
+            "train_kl_coef": beta,
+            "train_response_len": float(exp.mask.sum(-1).float().mean()),
+            "train_finished": float(exp.finished.float().mean()),
+            "lr": float(self.lr_schedulers().get_last_lr()[0]),
+        }
 
-            kl = exp.kl
-            self.kl_ctl.update(float(kl.mean()), cfg.rollout_batch)
-            metrics = {f"train_{k}": v / n_updates for k, v in sums.items()}
-            metrics.update(
-                train_reward=float(exp.scores.mean()),
-                train_gold_reward=float(exp.gold.mean()),
-                train_kl=float(kl.mean()),
-                train_non_score_reward=float((-beta * kl).mean()),
-                train_kl_coef=beta,
-                train_response_len=float(exp.mask.sum(-1).float().mean()),
-                train_finished=float(exp.finished.float().mean()),
-                lr=float(scheduler.get_last_lr()[0]),
-            )
-            done = iteration + 1
-            self._log(metrics, done)
-            if done % cfg.evaluations(cfg.steps) == 0 or done == cfg.steps:
-                self._evaluate(done)
+    def _evaluate(self, iteration: int) -> dict[str, float]:
+        stats = evaluate_policy(
+            self.model.policy,
+            self.ref,
+            self.reward_model,
+            self.eval_prompts,
+            self.max_new_tokens,
+            seed=self.cfg.seed + 1,
+            temperature=self.cfg.temperature,
+        )
+        metrics = {f"eval_{k}": v for k, v in stats.items()}
+        self.history.append({"iteration": iteration, **stats})
+        self._log(metrics, iteration)
+        return metrics
 
-    return PPOModule
-
-
-def ppo_module(
-    cfg: PPOConfig,
-    model: PolicyWithValue,
-    ref: GPT,
-    reward_model: RewardModel,
-    train_prompts: Sequence[Prompt],
-    eval_prompts: Sequence[Prompt],
-    ptx_tokens: np.ndarray | None = None,
-) -> L.LightningModule:
-    """The LightningModule that runs ``cfg.steps`` PPO iterations on ``model``."""
-    return _module_class()(cfg, model, ref, reward_model, train_prompts, eval_prompts, ptx_tokens)
+    def _log(self, metrics: dict[str, float], iteration: int) -> None:
+        # The MLflow step is the PPO iteration (Lightning's global_step counts minibatch
+        # updates); callback_metrics still get every value, for callbacks.
+        for key, value in metrics.items():
+            self.trainer.callback_metrics[key] = torch.tensor(value)
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=iteration)
 
 
 def policy_with_value(cfg: PPOConfig, policy: GPT, reward_model: RewardModel) -> PolicyWithValue:

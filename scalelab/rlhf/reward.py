@@ -14,10 +14,8 @@ prompts with different K; ``valid`` masks the missing completions.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,11 +23,9 @@ from torch.nn import functional as F
 
 from scalelab.rlhf.config import RewardConfig
 from scalelab.rlhf.heads import RewardModel, pad_batch
-from scalelab.rlhf.loop import base_module_class, check_finite, shuffled_loader
+from scalelab.rlhf.module import StageModule
 from scalelab.rlhf.task import END, Comparison, encode
-
-if TYPE_CHECKING:
-    import lightning as L
+from scalelab.training.module import check_finite
 
 
 def pair_mask(valid: torch.Tensor) -> torch.Tensor:
@@ -116,59 +112,39 @@ def score(model: RewardModel, batch: RankedBatch) -> torch.Tensor:
     return batch.scatter(model(batch.ids, batch.lengths))
 
 
-@functools.cache
-def _module_class() -> type[L.LightningModule]:
-    Base = base_module_class()
+class RewardModule(StageModule):
+    """Trains a reward model on ranked completions; logs loss, accuracy and margin."""
 
-    class RewardModule(Base):
-        """Trains a reward model on ranked completions; logs loss, accuracy and margin."""
+    collate = staticmethod(collate)
+    eval_batch_size = 64
+    model: RewardModel
 
-        def __init__(
-            self,
-            cfg: RewardConfig,
-            model: RewardModel,
-            train: Sequence[Comparison],
-            evaluation: Sequence[Comparison],
-        ) -> None:
-            super().__init__(cfg, cfg.steps)
-            self.model = model
-            self.train_set, self.eval_set = list(train), list(evaluation)
+    def __init__(
+        self,
+        cfg: RewardConfig,
+        model: RewardModel,
+        train: Sequence[Comparison],
+        evaluation: Sequence[Comparison],
+    ) -> None:
+        super().__init__(cfg, model, train, evaluation)
 
-        def train_dataloader(self) -> torch.utils.data.DataLoader:
-            return shuffled_loader(self.train_set, self.cfg, collate)
+    def _step(self, batch: RankedBatch, prefix: str) -> torch.Tensor:
+        rewards = score(self.model, batch)
+        loss = pairwise_loss(rewards, batch.valid)
+        n_pairs = int(pair_mask(batch.valid).sum())
+        self.log(f"{prefix}_loss", loss, batch_size=len(batch.valid), prog_bar=True)
+        stats = pairwise_stats(rewards.detach(), batch.valid, batch.gold)
+        for name, value in stats.items():
+            self.log(f"{prefix}_{name}", value, batch_size=n_pairs)
+        return loss
 
-        def val_dataloader(self) -> torch.utils.data.DataLoader:
-            return torch.utils.data.DataLoader(self.eval_set, batch_size=64, collate_fn=collate)
+    def training_step(self, batch: RankedBatch, _: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        check_finite(loss, self.global_step)
+        return loss
 
-        def _step(self, batch: RankedBatch, prefix: str) -> torch.Tensor:
-            rewards = score(self.model, batch)
-            loss = pairwise_loss(rewards, batch.valid)
-            n_pairs = int(pair_mask(batch.valid).sum())
-            self.log(f"{prefix}_loss", loss, batch_size=len(batch.valid), prog_bar=True)
-            stats = pairwise_stats(rewards.detach(), batch.valid, batch.gold)
-            for name, value in stats.items():
-                self.log(f"{prefix}_{name}", value, batch_size=n_pairs)
-            return loss
+    def validation_step(self, batch: RankedBatch, _: int) -> None:
+        self._step(batch, "eval")
 
-        def training_step(self, batch: RankedBatch, _: int) -> torch.Tensor:
-            loss = self._step(batch, "train")
-            check_finite(loss, self.global_step)
-            return loss
-
-        def validation_step(self, batch: RankedBatch, _: int) -> None:
-            self._step(batch, "eval")
-
-        def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001
-            return RankedBatch(*(t.to(device) for t in batch.__dict__.values()))
-
-    return RewardModule
-
-
-def reward_module(
-    cfg: RewardConfig,
-    model: RewardModel,
-    train: Sequence[Comparison],
-    evaluation: Sequence[Comparison],
-) -> L.LightningModule:
-    """The LightningModule that trains ``model`` on ``train`` for ``cfg.steps`` steps."""
-    return _module_class()(cfg, model, train, evaluation)
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001
+        return RankedBatch(*(t.to(device) for t in batch.__dict__.values()))

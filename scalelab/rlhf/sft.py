@@ -9,9 +9,7 @@ response tokens in nats per token.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,11 +17,9 @@ from scalelab.model import GPT
 from scalelab.rlhf.config import SFTConfig
 from scalelab.rlhf.generate import sample_gold
 from scalelab.rlhf.heads import pad_batch
-from scalelab.rlhf.loop import base_module_class, check_finite, shuffled_loader
+from scalelab.rlhf.module import StageModule
 from scalelab.rlhf.task import Example, Prompt
-
-if TYPE_CHECKING:
-    import lightning as L
+from scalelab.training.module import check_finite
 
 IGNORE = -100
 
@@ -50,63 +46,38 @@ def sft_loss(model: GPT, inputs: torch.Tensor, targets: torch.Tensor) -> torch.T
     return loss
 
 
-@functools.cache
-def _module_class() -> type[L.LightningModule]:
-    Base = base_module_class()
+class SFTModule(StageModule):
+    """SFT of ``model`` on demonstrations; evaluation adds the gold reward of samples."""
 
-    class SFTModule(Base):
-        """SFT of ``model`` on demonstrations; evaluation adds the gold reward of samples."""
+    collate = staticmethod(collate)
+    model: GPT
 
-        def __init__(
-            self,
-            cfg: SFTConfig,
-            model: GPT,
-            train: Sequence[Example],
-            evaluation: Sequence[Example],
-            eval_prompts: Sequence[Prompt],
-            max_new_tokens: int,
-        ) -> None:
-            super().__init__(cfg, cfg.steps)
-            self.model = model
-            self.train_set, self.eval_set = list(train), list(evaluation)
-            self.eval_prompts, self.max_new_tokens = list(eval_prompts), max_new_tokens
+    def __init__(
+        self,
+        cfg: SFTConfig,
+        model: GPT,
+        train: Sequence[Example],
+        evaluation: Sequence[Example],
+        eval_prompts: Sequence[Prompt],
+        max_new_tokens: int,
+    ) -> None:
+        super().__init__(cfg, model, train, evaluation)
+        self.eval_prompts, self.max_new_tokens = list(eval_prompts), max_new_tokens
 
-        def train_dataloader(self) -> torch.utils.data.DataLoader:
-            return shuffled_loader(self.train_set, self.cfg, collate)
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        inputs, targets = batch
+        loss = sft_loss(self.model, inputs, targets)
+        check_finite(loss, self.global_step)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_response_tokens", (targets != IGNORE).sum().float())
+        return loss
 
-        def val_dataloader(self) -> torch.utils.data.DataLoader:
-            return torch.utils.data.DataLoader(self.eval_set, batch_size=128, collate_fn=collate)
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        inputs, targets = batch
+        n = int((targets != IGNORE).sum())
+        self.log("eval_loss", sft_loss(self.model, inputs, targets), batch_size=n)
 
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
-            inputs, targets = batch
-            loss = sft_loss(self.model, inputs, targets)
-            check_finite(loss, self.global_step)
-            self.log("train_loss", loss, prog_bar=True)
-            self.log("train_response_tokens", (targets != IGNORE).sum().float())
-            return loss
-
-        def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-            inputs, targets = batch
-            n = int((targets != IGNORE).sum())
-            self.log("eval_loss", sft_loss(self.model, inputs, targets), batch_size=n)
-
-        def on_validation_epoch_end(self) -> None:
-            stats = sample_gold(
-                self.model, self.eval_prompts, self.max_new_tokens, seed=self.cfg.seed
-            )
-            self.log("eval_gold_reward", stats["gold_reward"])
-            self.log("eval_finished", stats["finished"])
-
-    return SFTModule
-
-
-def sft_module(
-    cfg: SFTConfig,
-    model: GPT,
-    train: Sequence[Example],
-    evaluation: Sequence[Example],
-    eval_prompts: Sequence[Prompt],
-    max_new_tokens: int,
-) -> L.LightningModule:
-    """The LightningModule that fine-tunes ``model`` on ``train`` for ``cfg.steps`` steps."""
-    return _module_class()(cfg, model, train, evaluation, eval_prompts, max_new_tokens)
+    def on_validation_epoch_end(self) -> None:
+        stats = sample_gold(self.model, self.eval_prompts, self.max_new_tokens, seed=self.cfg.seed)
+        self.log("eval_gold_reward", stats["gold_reward"])
+        self.log("eval_finished", stats["finished"])

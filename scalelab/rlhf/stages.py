@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import copy
 import math
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -54,8 +52,11 @@ from scalelab.rlhf.config import (
 )
 from scalelab.rlhf.heads import RewardModel, TaskHead, pad_batch
 from scalelab.rlhf.task import CLASSES, SyntheticTask
-from scalelab.train import TrainingDiverged
+from scalelab.training.config import TrainingDiverged
 from scalelab.workspace import Workspace
+
+if TYPE_CHECKING:
+    from scalelab.training.run import TrackedRun
 
 EVAL_SEED = 1_000_003  # held-out data is the same for every run, whatever its seed
 HEADLINE = {
@@ -150,7 +151,7 @@ def _size_params(trunk: GPT, head: torch.nn.Module | None) -> dict[str, Any]:
 
 
 def _build_sft(cfg: SFTConfig, workspace: Workspace) -> _Built:
-    from scalelab.rlhf.sft import sft_module
+    from scalelab.rlhf.sft import SFTModule
 
     task = SyntheticTask(cfg.task)
     trunk = _trunk(cfg, workspace)
@@ -162,7 +163,7 @@ def _build_sft(cfg: SFTConfig, workspace: Workspace) -> _Built:
     max_new = cfg.task.max_answer_len() + 3
     _check_fits([len(e.ids) for e in train + evaluation], trunk.config.context, "dialogues")
     _check_fits([len(p.ids) + max_new for p in prompts], trunk.config.context, "prompts + answers")
-    module = sft_module(cfg, trunk, train, evaluation, prompts, max_new)
+    module = SFTModule(cfg, trunk, train, evaluation, prompts, max_new)
     return _Built(
         module,
         trunk,
@@ -174,7 +175,7 @@ def _build_sft(cfg: SFTConfig, workspace: Workspace) -> _Built:
 
 
 def _build_reward(cfg: RewardConfig, workspace: Workspace) -> _Built:
-    from scalelab.rlhf.reward import completion_ids, reward_module
+    from scalelab.rlhf.reward import RewardModule, completion_ids
 
     task = SyntheticTask(cfg.task)
     model = RewardModel(_trunk(cfg, workspace))
@@ -186,7 +187,7 @@ def _build_reward(cfg: RewardConfig, workspace: Workspace) -> _Built:
         model.trunk.config.context,
         "prompts + completions",
     )
-    module = reward_module(cfg, model, train, evaluation)
+    module = RewardModule(cfg, model, train, evaluation)
     return _Built(
         module,
         model.trunk,
@@ -209,7 +210,7 @@ def _normalize_reward(model: RewardModel, cfg: RewardConfig) -> float:
 
 
 def _build_classify(cfg: ClassifyConfig, workspace: Workspace) -> _Built:
-    from scalelab.rlhf.classify import classify_module
+    from scalelab.rlhf.classify import ClassifyModule
 
     task = SyntheticTask(cfg.task)
     trunk = _trunk(cfg, workspace)
@@ -218,7 +219,7 @@ def _build_classify(cfg: ClassifyConfig, workspace: Workspace) -> _Built:
     model = TaskHead(trunk, len(CLASSES))
     x, y = task.classification(cfg.n_train, cfg.seed)
     xe, ye = task.classification(cfg.n_eval, EVAL_SEED)
-    module = classify_module(
+    module = ClassifyModule(
         cfg, model, list(zip(x, y.tolist(), strict=True)), list(zip(xe, ye.tolist(), strict=True))
     )
     return _Built(
@@ -268,7 +269,7 @@ def _ppo_prerequisites(
 
 
 def _build_ppo(cfg: PPOConfig, workspace: Workspace, policy_ref: str, reward_ref: str) -> _Built:
-    from scalelab.rlhf.ppo import policy_with_value, ppo_module
+    from scalelab.rlhf.ppo import PPOModule, policy_with_value
 
     task = SyntheticTask(cfg.task)
     policy = checkpoint.trunk(checkpoint.load(policy_ref, workspace))
@@ -292,7 +293,7 @@ def _build_ppo(cfg: PPOConfig, workspace: Workspace, policy_ref: str, reward_ref
 
             data = prepare(cfg.ptx_corpus, "byte", cache_dir=workspace.cache_dir)
             ptx_tokens = data.train
-    module = ppo_module(cfg, model, ref, reward_model, train_prompts, eval_prompts, ptx_tokens)
+    module = PPOModule(cfg, model, ref, reward_model, train_prompts, eval_prompts, ptx_tokens)
     params = _size_params(policy, model)
     rm_cfg = reward_model.trunk.config
     params.update(
@@ -331,74 +332,26 @@ def run_stage(
     ``tags`` are set on the run. Raises ``scalelab.train.TrainingDiverged`` (after marking
     the run FAILED with a ``failure_reason`` tag) if a loss becomes non-finite.
     """
-    import lightning as L
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    from scalelab.results import tracking
-    from scalelab.rlhf.loop import make_trainer
+    from scalelab.training.run import TrackedRun
 
     cfg = stage_config(stage, cfg)
     workspace = (workspace or Workspace.resolve()).ensure()
-    tracking.ensure_experiment(cfg.experiment, workspace)
-    logger = MLFlowLogger(
-        experiment_name=cfg.experiment,
+    run = TrackedRun(
+        cfg.experiment,
+        workspace,
         run_name=cfg.run_name,
-        tracking_uri=workspace.tracking_uri,
-        tags={"stage": stage, **(tags or {})},
         run_id=run_id,
+        tags={"stage": stage, **(tags or {})},
     )
     started = time.perf_counter()
-    try:
-        if isinstance(cfg, PPOConfig):
-            policy_ref, reward_ref = _ppo_prerequisites(
-                cfg, workspace, logger.run_id, enable_progress_bar
-            )
-            L.seed_everything(cfg.seed, workers=True, verbose=False)
-            built = _build_ppo(cfg, workspace, policy_ref, reward_ref)
-        else:
-            L.seed_everything(cfg.seed, workers=True, verbose=False)
-            builder = {"sft": _build_sft, "reward": _build_reward, "classify": _build_classify}
-            built = builder[stage](cfg, workspace)
-    except Exception as err:
-        logger.experiment.set_tag(logger.run_id, "failure_reason", str(err)[:5000])
-        logger.finalize("failed")
-        raise
-
-    experiment = logger.experiment
-    logger.log_hyperparams({"stage": stage, **_flat_config(cfg), **built.params})
-    tracking.log_json_artifact(
-        experiment,
-        logger.run_id,
+    with run.failing_on(Exception):
+        built = _build(stage, cfg, workspace, run.run_id, enable_progress_bar)
+    run.log_setup(
+        {"stage": stage, **_flat_config(cfg), **built.params},
         {"stage": stage, "config": cfg.model_dump(), "model": built.trunk.config.to_dict()},
-        "config.json",
     )
-    trainer = make_trainer(
-        cfg,
-        built.module.total_steps,
-        logger=logger,
-        callbacks=callbacks,
-        val_every=built.val_every,
-        automatic=not isinstance(cfg, PPOConfig),
-        root_dir=str(workspace.root / "lightning"),
-        enable_progress_bar=enable_progress_bar,
-    )
-    try:
-        with warnings.catch_warnings():
-            # PPO's frozen reference policy and reward model stay in eval mode on purpose.
-            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
-            trainer.fit(built.module)
-        if built.val_every is not None and built.steps % built.val_every:
-            trainer.validate(built.module, verbose=False)
-    except Exception as err:
-        experiment.set_tag(logger.run_id, "failure_reason", str(err)[:5000])
-        logger.finalize("failed")
-        raise
-
-    metrics = {
-        k: float(v)
-        for k, v in trainer.callback_metrics.items()
-        if k.startswith(("eval_", "train_"))
-    }
+    with run.failing_on(Exception):
+        metrics = _fit(built, cfg, run, workspace, callbacks, enable_progress_bar)
     final = {}  # metrics Lightning has not logged yet
     if isinstance(cfg, RewardConfig) and cfg.normalize:
         final["reward_bias"] = _normalize_reward(built.module.model, cfg)
@@ -409,26 +362,18 @@ def run_stage(
     metric = metrics[name]
     loss = metrics[loss_key] if loss_key else 1.0 - metric
     if not math.isfinite(loss):
-        experiment.set_tag(logger.run_id, "failure_reason", f"final loss is {loss}")
-        logger.finalize("failed")
+        run.fail(f"final loss is {loss}")
         raise TrainingDiverged(f"{stage}: final loss is {loss}")
-    step = built.steps
-    for key, value in {"loss": loss, "metric": metric, "wall_time": wall, **final}.items():
-        experiment.log_metric(logger.run_id, key, value, step=step)
-
+    run.log_final({"loss": loss, "metric": metric, "wall_time": wall, **final}, step=built.steps)
     ref = None
     if cfg.save_checkpoint:
-        payload = checkpoint.payload(built.trunk, stage, built.head_module, **built.meta)
-        with tempfile.TemporaryDirectory(dir=workspace.root) as tmp:
-            path = Path(tmp) / "model.pt"
-            torch.save(payload, path)
-            experiment.log_artifact(logger.run_id, str(path), artifact_path="checkpoint")
-        ref = f"runs:/{logger.run_id}"
-    logger.finalize("success")
-    history = list(getattr(built.module, "history", []))
+        ref = run.log_checkpoint(
+            checkpoint.payload(built.trunk, stage, built.head_module, **built.meta)
+        )
+    run.finish()
     return StageResult(
         stage=stage,
-        run_id=logger.run_id,
+        run_id=run.run_id,
         loss=loss,
         metric=metric,
         metric_name=name,
@@ -438,5 +383,60 @@ def run_stage(
         metrics=metrics,
         wall_time=wall,
         checkpoint=ref,
-        history=history,
+        history=list(getattr(built.module, "history", [])),
     )
+
+
+def _build(
+    stage: str, cfg: StageConfig, workspace: Workspace, run_id: str, enable_progress_bar: bool
+) -> _Built:
+    """The stage's module on a seeded trunk; ppo first gets (or trains) its prerequisites,
+    as runs tagged with ``run_id`` as their ``rlhf_parent``."""
+    import lightning as L
+
+    if isinstance(cfg, PPOConfig):
+        policy_ref, reward_ref = _ppo_prerequisites(cfg, workspace, run_id, enable_progress_bar)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        return _build_ppo(cfg, workspace, policy_ref, reward_ref)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    builder = {"sft": _build_sft, "reward": _build_reward, "classify": _build_classify}
+    return builder[stage](cfg, workspace)
+
+
+def _fit(
+    built: _Built,
+    cfg: StageConfig,
+    run: TrackedRun,
+    workspace: Workspace,
+    callbacks: list[Any] | None,
+    enable_progress_bar: bool,
+) -> dict[str, float]:
+    """Train ``built.module`` (validating at the end too) and return its ``train_*`` and
+    ``eval_*`` metrics."""
+    from scalelab.training.trainer import make_trainer
+
+    total = built.module.total_steps
+    trainer = make_trainer(
+        total,
+        val_every=built.val_every,
+        # PPO optimises manually and clips its own gradients.
+        grad_clip=None if isinstance(cfg, PPOConfig) else (cfg.grad_clip or None),
+        log_every=max(1, min(50, total // 50)),  # MLflow writes cost time
+        logger=run.logger,
+        callbacks=callbacks or [],
+        enable_progress_bar=enable_progress_bar,
+        root_dir=workspace.root / "lightning",
+        accelerator=cfg.accelerator,
+        devices=1,
+    )
+    with warnings.catch_warnings():
+        # PPO's frozen reference policy and reward model stay in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
+        trainer.fit(built.module)
+    if built.val_every is not None and built.steps % built.val_every:
+        trainer.validate(built.module, verbose=False)
+    return {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("eval_", "train_"))
+    }

@@ -1,0 +1,162 @@
+"""The pre-training config and the names every training run shares; imports no torch.
+
+The CLI, sweep specs and ``--help`` read ``TrainConfig``; Lightning and torch load only when a
+run starts (``scalelab.train.train``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from scalelab.vocab import Variant
+
+if TYPE_CHECKING:
+    from scalelab.model import GPTConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines one training run; validated so a bad value names its field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Model: a preset name, or a target non-embedding parameter count on the preset width rule.
+    preset: str | None = None
+    n_params_target: float | None = Field(None, gt=0)
+    variant: Variant = "gpt2"
+    context: int = Field(256, ge=8, le=8192)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    band_window: int = Field(64, ge=1)
+
+    # Data.
+    corpus: str = "stdlib"
+    tokenizer: str = "byte"
+    data_order: Literal["random", "epoch"] = Field(
+        "random", description="random windows, or shuffled non-overlapping ones (no repeats)"
+    )
+    repeat_data: bool = Field(
+        False, description="allow a budget larger than the training split (repeated data)"
+    )
+
+    # Budget and optimisation.
+    tokens: int = Field(2_000_000, gt=0, description="training tokens D")
+    batch_size: int = Field(16, ge=1, description="sequences per optimizer step, all devices")
+    lr: float = Field(3e-3, gt=0, lt=1e3)
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    warmup: float = Field(0.05, ge=0.0, lt=1.0, description="fraction of steps")
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="wsd: final decay fraction")
+    weight_decay: float = Field(0.1, ge=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, ge=0.0)
+    seed: int = 0
+
+    # Validation: a fixed set, evaluated every ``val_every`` tokens and at the end.
+    val_tokens: int = Field(65_536, gt=0)
+    val_every: int | None = Field(None, gt=0, description="tokens; default: 10 evaluations")
+
+    # Hardware: passed to Lightning's Trainer unchanged.
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: str = "auto"
+
+    # Tracking.
+    experiment: str = "scalelab"
+    run_name: str | None = None
+    save_checkpoint: bool = False
+
+    @model_validator(mode="after")
+    def _one_size(self) -> TrainConfig:
+        if (self.preset is None) == (self.n_params_target is None):
+            raise ValueError(
+                "give exactly one of preset (e.g. 'n1m') or n_params_target (e.g. 3e5)"
+            )
+        return self
+
+    def model_cfg(self, vocab_size: int) -> GPTConfig:
+        from scalelab.model import GPTConfig, config_for_params
+
+        shape = dict(
+            variant=self.variant,
+            context=self.context,
+            vocab_size=vocab_size,
+            dropout=self.dropout,
+            band_window=self.band_window,
+        )
+        if self.preset is not None:
+            return GPTConfig.from_name(self.preset, **shape)
+        return config_for_params(self.n_params_target, **shape)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    loss: float
+    bpb: float
+    n_params: int
+    n_params_total: int
+    tokens: int
+    compute: float
+    wall_time: float
+
+
+class Schedule(Protocol):
+    """The schedule fields ``TrainConfig`` and the RLHF stage configs share."""
+
+    warmup: float
+    min_lr_ratio: float
+    schedule: Literal["cosine", "wsd"]
+    decay_fraction: float
+
+
+def lr_factor(step: int, total: int, cfg: Schedule) -> float:
+    """Multiplier of the peak learning rate at ``step`` (0-based) of ``total``.
+
+    Linear warm-up, then either cosine decay to ``min_lr_ratio`` (GPT-3, Chinchilla) or
+    warm-up-stable-decay: constant, then linear decay over the last ``decay_fraction``.
+    """
+    warmup = int(cfg.warmup * total)
+    if step < warmup:
+        return (step + 1) / warmup
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    decay_start = total - int(cfg.decay_fraction * total)
+    if step < decay_start:
+        return 1.0
+    return 1.0 - (1 - floor) * (step - decay_start + 1) / max(1, total - decay_start)
+
+
+class RepeatedDataError(ValueError):
+    """A budget larger than the training split, without ``repeat_data``."""
+
+
+def check_no_repeats(tokens: int, train_tokens: int, cfg: TrainConfig) -> None:
+    """Refuse a run that would see training text twice, unless ``repeat_data`` allows it.
+
+    Repeated tokens are worth less than fresh ones (Muennighoff et al. 2023), so a run that
+    repeats data sits off the scaling law fitted on runs that do not.
+    """
+    epochs = tokens / max(1, train_tokens)
+    if epochs <= 1:
+        return
+    if not cfg.repeat_data:
+        raise RepeatedDataError(
+            f"tokens: {tokens:,} training tokens are {epochs:.2f} passes over the "
+            f"{train_tokens:,}-token training split of corpus {cfg.corpus!r}; use a larger "
+            "corpus (e.g. python-all, or a folder of text), a smaller budget, or set "
+            "repeat_data to train on repeated data"
+        )
+    warnings.warn(f"training repeats data: {epochs:.2f} epochs of {cfg.corpus!r}", stacklevel=2)
