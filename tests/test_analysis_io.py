@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab.analysis import load_epoch_chinchilla, load_runs_csv, load_runs_mlflow, prepare_runs
+from scalelab.analysis import load_epoch_chinchilla, load_runs_csv, prepare_runs
 
 DATA = Path(__file__).resolve().parents[1] / "analysis" / "data"
 
@@ -64,43 +64,3 @@ def test_prepare_runs_rejects_what_is_not_a_table_of_runs():
         prepare_runs([{"n_params": 1e8}], ("n_params",))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no runs given"):
         prepare_runs(pd.DataFrame({"n_params": [], "loss": []}), ("n_params",))
-
-
-def test_load_runs_mlflow_reads_params_metrics_tags_and_history(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("sweep", artifact_location=str(tmp_path / "artifacts"))
-    parent = client.create_run(exp, tags={"sweep": "s1"})  # no loss: left out
-    for i in range(3):
-        run = client.create_run(
-            exp,
-            tags={
-                "mlflow.parentRunId": parent.info.run_id,
-                "sweep": "s1",
-                "cell": f"c{i}",
-                "trial": str(i),
-            },
-        )
-        rid = run.info.run_id
-        client.log_param(rid, "n_params", 1e7 * (i + 1))
-        client.log_param(rid, "tokens", 2e8 * (i + 1))
-        for step in (1, 2, 3):
-            client.log_metric(rid, "loss", 4.0 - 0.1 * step - 0.2 * i, step=step)
-            client.log_metric(rid, "tokens_seen", step * 1e8, step=step)
-        client.set_terminated(rid)
-
-    final = load_runs_mlflow("sweep", tracking_uri=uri).sort_values("n_params")
-    assert len(final) == 3
-    assert final["loss"].tolist() == pytest.approx([3.7, 3.5, 3.3])
-    assert final["cell"].tolist() == ["c0", "c1", "c2"]
-    np.testing.assert_allclose(final["compute"], 6 * final["n_params"] * final["tokens"])
-
-    history = load_runs_mlflow("sweep", tracking_uri=uri, history=True)
-    assert len(history) == 9
-    assert set(history["step"]) == {1, 2, 3}
-    assert history["tokens_seen"].tolist() == pytest.approx([1e8, 2e8, 3e8] * 3)
-
-    with pytest.raises(ValueError, match="no MLflow experiment named 'nope'"):
-        load_runs_mlflow("nope", tracking_uri=uri)

@@ -45,7 +45,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
 def test_fit_recovers_the_known_law_and_logs_a_fit_run(fitted: tuple[Workspace, str]) -> None:
     import mlflow
 
-    from scalelab.analysis import load_runs_mlflow
+    from scalelab.results.runs import mlflow_runs
 
     ws, run_id = fitted
     run = mlflow.MlflowClient(ws.tracking_uri).get_run(run_id)
@@ -64,7 +64,7 @@ def test_fit_recovers_the_known_law_and_logs_a_fit_run(fitted: tuple[Workspace, 
     )
     assert law["params"] == pytest.approx(KNOWN.params, rel=1e-3)
     # The fit run has no 'loss' metric, so it is not mistaken for a training run.
-    assert len(load_runs_mlflow("syn", ws.tracking_uri)) == 15
+    assert len(mlflow_runs("syn", ws)) == 15
 
 
 def test_fit_prints_the_parameter_table_and_allocation(tmp_path: Path, workspace: Workspace):

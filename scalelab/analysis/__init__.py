@@ -5,8 +5,9 @@ Pure numpy/scipy/pandas: importing this package does not import torch, Lightning
 Data
     A pandas DataFrame of runs in the project vocabulary: ``n_params`` (N), ``tokens`` (D),
     ``compute`` (C, default 6·N·D), ``loss``; optional ``run_id``, ``group``/``cell``,
-    ``step``, ``tokens_seen``. Loaders: :func:`load_runs_csv`, :func:`load_runs_mlflow`,
-    :func:`load_epoch_chinchilla`. Bad input raises ``ValueError`` naming the problem.
+    ``step``, ``tokens_seen``. Loaders: :func:`load_runs_csv`, :func:`load_epoch_chinchilla`
+    (runs tracked in MLflow: ``scalelab.results.runs``). Bad input raises ``ValueError``
+    naming the problem.
 
 Laws (``laws``)
     :class:`PowerLaw` (``E + A·x^-alpha`` in x ∈ {n_params, tokens, compute}, or without E),
@@ -59,7 +60,7 @@ from scalelab.analysis.bootstrap import BootstrapResult, bootstrap
 from scalelab.analysis.fit import FitResult, fit_law
 from scalelab.analysis.forecast import forecast, select_law
 from scalelab.analysis.intervals import Prediction
-from scalelab.analysis.io import load_epoch_chinchilla, load_runs_csv, load_runs_mlflow
+from scalelab.analysis.io import load_epoch_chinchilla, load_runs_csv
 from scalelab.analysis.laws import (
     LAWS,
     Chinchilla,
@@ -113,7 +114,6 @@ __all__ = [
     "isoflop_fit",
     "load_epoch_chinchilla",
     "load_runs_csv",
-    "load_runs_mlflow",
     "make_law",
     "prepare_runs",
     "select_law",

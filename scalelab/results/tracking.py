@@ -127,3 +127,18 @@ def artifact_file(ref: str, workspace: Workspace, default: str = CHECKPOINT_ARTI
             raise ValueError(f"run {run_id} has no artifact {path!r}")
         return local
     return Path(mlflow_client.download_artifacts(run_id, path))
+
+
+def quiet_logs() -> None:
+    """MLflow's loggers at WARNING, and no run links printed to stdout.
+
+    MLflow configures its loggers when imported, so it is imported first. Over HTTP it prints
+    (and fetches the run for) two links per closed run: one line per trial is enough.
+    """
+    import logging
+    import os
+
+    import mlflow  # noqa: F401
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
