@@ -39,6 +39,7 @@ import pandas as pd
 from scalelab.analysis.bootstrap import bootstrap
 from scalelab.analysis.fit import fit_law
 from scalelab.analysis.laws import Chinchilla, Law, PlateauLaw, PowerLaw
+from scalelab.vocab import compute_6nd
 
 Points = Literal["frontier", "cells"]
 LEVEL = 0.9
@@ -139,7 +140,7 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         raise ValueError("no ladder run has a finite loss")
     best = ok.loc[ok.groupby("cell")["loss"].idxmin()].copy()
-    best["compute"] = 6.0 * best["n_params"] * best["tokens"]
+    best["compute"] = compute_6nd(best["n_params"], best["tokens"])
     return best.sort_values(["budget", "n_params"], ignore_index=True)
 
 

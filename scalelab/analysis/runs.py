@@ -13,9 +13,10 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from scalelab.vocab import FLOPS_PER_PARAM_TOKEN
+
 RUN_COLUMNS: tuple[str, ...] = ("n_params", "tokens", "compute", "loss")
 CHECKPOINT_COLUMNS: tuple[str, ...] = ("run_id", "step", "tokens_seen")
-FLOPS_PER_PARAM_TOKEN = 6.0
 
 
 def with_derived_columns(data: pd.DataFrame) -> pd.DataFrame:

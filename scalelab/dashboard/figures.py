@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
+from scalelab.vocab import compute_6nd
+
 if TYPE_CHECKING:
     from scalelab.dashboard.build import SourceView
     from scalelab.dashboard.definition import DashboardDefinition, Planned
@@ -168,7 +170,7 @@ def _planned_point(fit: StoredFit, p: Planned) -> tuple[float, float, Any] | Non
         n = float(fit.allocation.n_opt(p.compute).value) if fit.allocation else math.nan
         return n, float(p.compute), fit.boot.predict(compute=p.compute)
     n, d = float(p.n_params), float(p.tokens)
-    inputs = {"n_params": n, "tokens": d, "compute": 6.0 * n * d}
+    inputs = {"n_params": n, "tokens": d, "compute": compute_6nd(n, d)}
     return n, inputs["compute"], fit.boot.predict(**{v: inputs[v] for v in variables})
 
 
