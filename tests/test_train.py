@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import mlflow
 import pytest
@@ -98,3 +100,48 @@ def test_trains_on_pretokenized_bin_files(workspace: Workspace, tmp_path) -> Non
     result = train(cfg, workspace, enable_progress_bar=False)
     assert math.isfinite(result.loss) and math.isnan(result.bpb)
     assert result.loss < math.log(500) - 0.5
+
+
+@pytest.mark.parametrize(
+    "module", ["scalelab.training.config", "scalelab.train", "scalelab.rlhf.config"]
+)
+def test_config_modules_import_no_torch_or_lightning(module: str) -> None:
+    """The CLI and sweep specs read the configs; importing them must stay cheap."""
+    code = (
+        f"import sys, {module}; "
+        "heavy = sorted({'lightning', 'torch', 'mlflow'} & set(sys.modules)); "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_pretraining_checkpoint_initialises_an_rlhf_stage(workspace: Workspace) -> None:
+    import torch
+
+    from scalelab.rlhf import checkpoint, run_stage
+
+    pretrained = train(
+        TrainConfig(**{**TINY, "tokens": 64 * 8 * 3, "save_checkpoint": True}),
+        workspace,
+        enable_progress_bar=False,
+    )
+    ckpt = checkpoint.load(f"runs:/{pretrained.run_id}", workspace)
+    assert ckpt["stage"] == "pretrain"
+    trunk = checkpoint.trunk(ckpt)
+    assert trunk.config.n_params_nonembedding == pretrained.n_params
+
+    cfg = dict(init=f"runs:/{pretrained.run_id}", steps=2, n_train=32, n_eval=8, n_sample=4)
+    sft = run_stage("sft", {**cfg, "experiment": "tests-sft"}, workspace)
+    assert sft.n_params == pretrained.n_params and math.isfinite(sft.loss)
+    tuned = checkpoint.load(sft.checkpoint, workspace)
+    assert tuned["stage"] == "sft" and tuned["config"] == ckpt["config"]
+
+    # A checkpoint of an older version (config and weights only) still loads.
+    old = workspace.root / "old.pt"
+    torch.save({"config": ckpt["config"], "state_dict": ckpt["state_dict"]}, old)
+    restored = checkpoint.trunk(checkpoint.load(str(old)))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(restored.state_dict().values(), trunk.state_dict().values(), strict=True)
+    )
