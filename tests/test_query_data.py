@@ -77,7 +77,7 @@ def make_experiment(workspace: Workspace, name: str = "syn", corpus: str = "abc1
             exp_id,
             tags={
                 "sweep": name,
-                "cell": str(i // 5),
+                "cell": row.run_id,  # one cell per size and budget, one trial each
                 "trial": str(i),
                 "corpus": corpus,
                 "tokenizer": "byte",

@@ -193,7 +193,7 @@ def test_spec_round_trips_through_its_json_dump() -> None:
 
 def test_sweep_cli_module_imports_no_heavy_library() -> None:
     code = (
-        "import sys, scalelab.sweep.cli, scalelab.cli; "
+        "import sys, scalelab.cli.sweep, scalelab.cli; "
         "print(sorted(m for m in ('optuna', 'mlflow', 'torch', 'lightning') if m in sys.modules))"
     )
     result = subprocess.run(

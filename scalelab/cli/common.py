@@ -1,17 +1,34 @@
-"""What every ``scalelab`` command shares: workspace options and one-line errors for bad input.
+"""What every ``scalelab`` command shares: workspace options, the workspace itself, and
+one-line errors for bad input.
 
-Only typer is imported here (pydantic inside the error formatter), so the command modules can
-import it at module level without slowing ``scalelab --help``.
+Only typer is imported here (pydantic inside the error formatter, MLflow and Optuna inside
+:func:`quiet_tracking_logs`), so the command modules can import it at module level without
+slowing ``scalelab --help``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from scalelab.workspace import Workspace
+
+__all__ = [
+    "TrackingOpt",
+    "UsageError",
+    "WorkspaceOpt",
+    "at_least",
+    "fail",
+    "quiet_tracking_logs",
+    "user_input",
+    "workspace",
+]
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -33,6 +50,36 @@ TrackingOpt = Annotated[
 
 class UsageError(Exception):
     """Bad user input: reported as one line with exit code 2."""
+
+
+def workspace(path: Path | None, tracking_uri: str | None, *, quiet: bool = False) -> Workspace:
+    """The workspace of ``--workspace``, with ``--tracking-uri`` exported for MLflow (and for
+    worker subprocesses, which inherit it).
+
+    ``quiet`` also quietens MLflow's and Optuna's loggers (see :func:`quiet_tracking_logs`),
+    for commands whose own lines say what happens; it imports both.
+    """
+    from scalelab.workspace import Workspace
+
+    if quiet:
+        quiet_tracking_logs()
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    return Workspace.resolve(path)
+
+
+def quiet_tracking_logs() -> None:
+    """Optuna and MLflow at WARNING, and no run links printed by MLflow."""
+    import logging
+
+    import mlflow  # noqa: F401 - it configures its loggers when imported; quieten them after
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow prints (and fetches the run for) two links per closed run over HTTP: one line per
+    # trial is enough, and the call is not free.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def fail(message: str) -> None:
@@ -63,3 +110,9 @@ def user_input(flags: dict[str, str] | None = None) -> Iterator[None]:
         yield
     except (ValueError, UsageError) as err:
         fail(_one_line(err, flags))
+
+
+def at_least(flag: str, value: int, minimum: int) -> None:
+    """Refuse ``flag`` below ``minimum`` (a :class:`UsageError` naming it)."""
+    if value < minimum:
+        raise UsageError(f"{flag} must be at least {minimum}; got {value}")

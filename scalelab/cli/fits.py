@@ -1,20 +1,23 @@
-"""``scalelab fit|predict|backtest|dashboard|ui``: questions asked of fitted scaling laws.
+"""``scalelab fit|predict|backtest``: scaling laws fitted to runs, and the questions asked of
+them.
 
-Only typer is imported here: the analysis (numpy, scipy, pandas), MLflow, plotly and Optuna
-are imported inside the commands that use them, so ``scalelab --help`` stays instant and
-``scalelab predict`` on a stored fit never imports MLflow, torch or Lightning.
+The three commands read runs the same way (``--experiment`` or ``--csv``, see
+:class:`RunSource`). Only typer is imported here: the analysis (numpy, scipy, pandas), MLflow
+and plotly are imported inside the commands that use them, so ``scalelab --help`` stays
+instant and ``scalelab predict`` on a stored fit never imports MLflow, torch or Lightning.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from scalelab.cli_common import TrackingOpt, WorkspaceOpt
+from scalelab.cli import common
+from scalelab.cli.common import TrackingOpt, UsageError, WorkspaceOpt, at_least, user_input
 
 if TYPE_CHECKING:
     from scalelab.results.fits import StoredFit
@@ -33,6 +36,13 @@ CsvFormatOpt = Annotated[
         "--csv-format", help="runs (project vocabulary), epoch_chinchilla, or auto (detect)."
     ),
 ]
+AllTrialsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-trials",
+        help="Fit every MLflow run with a loss, not only the best trial of each sweep cell.",
+    ),
+]
 LawOpt = Annotated[
     str,
     typer.Option(
@@ -44,6 +54,7 @@ CorpusOpt = Annotated[str | None, typer.Option(help="Keep runs on this corpus ha
 TokenizerOpt = Annotated[str | None, typer.Option(help="Keep runs with this tokenizer only.")]
 ResamplesOpt = Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")]
 LevelOpt = Annotated[float, typer.Option(help="Interval level, e.g. 0.9.")]
+JobsOpt = Annotated[int, typer.Option(help="Bootstrap worker processes.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 FIT_EXAMPLE = (
@@ -55,25 +66,10 @@ PREDICT_EXAMPLE = (
     "scalelab predict --compute 1e24 --json | scalelab predict --loss 2.0 --experiment my-sweep"
 )
 BACKTEST_EXAMPLE = "Example: scalelab backtest --experiment my-sweep --ratio 100 --ratio 10"
-DASHBOARD_EXAMPLE = (
-    "Examples: scalelab dashboard --experiment lr-tuning --study lr-tuning | "
-    "scalelab dashboard --definition chinchilla --out chinchilla.html"
-)
-UI_EXAMPLE = "Example: scalelab ui --port 5000"
 
 
-# ---- shared helpers --------------------------------------------------------------------------
-def _workspace(path: Path | None, tracking_uri: str | None) -> Workspace:
-    import os
-
-    from scalelab.workspace import Workspace
-
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    return Workspace.resolve(path)
-
-
-def _has_store(ws: Workspace) -> bool:
+# ---- reading runs ---------------------------------------------------------------------------
+def has_store(ws: Workspace) -> bool:
     """Whether the tracking store exists (opening a missing SQLite store would create it)."""
     uri = ws.tracking_uri
     if uri.startswith("sqlite:///"):
@@ -81,36 +77,65 @@ def _has_store(ws: Workspace) -> bool:
     return True
 
 
-def _load_table(
-    ws: Workspace,
-    *,
-    experiment: str | None,
-    csv: Path | None,
-    csv_format: str,
-    corpus: str | None,
-    tokenizer: str | None,
-    curves: bool,
-) -> RunTable:
-    """The runs of ``--csv`` or ``--experiment`` (exactly one), as a RunTable."""
-    from scalelab.cli_common import UsageError
-    from scalelab.results.runs import read_csv_table, read_mlflow_table
+@dataclass(frozen=True)
+class RunSource:
+    """Where a command reads runs: ``--csv`` or ``--experiment`` (exactly one).
 
-    if csv is not None:
-        if csv_format == "auto":
-            header = csv.open().readline() if csv.is_file() else ""
-            csv_format = (
-                "epoch_chinchilla"
-                if "Model Size" in header and "Training FLOP" in header
-                else "runs"
+    From MLflow only the best trial of each sweep cell is read, the points a sweep's own
+    end-of-run fit uses, unless ``all_trials``; runs outside any sweep cell are all read.
+    """
+
+    experiment: str | None = None
+    csv: Path | None = None
+    csv_format: str = "auto"
+    corpus: str | None = None
+    tokenizer: str | None = None
+    all_trials: bool = False
+
+    @property
+    def name(self) -> str:
+        """The experiment a fit of these runs is filed under."""
+        return self.experiment or (self.csv.stem if self.csv is not None else "scalelab")
+
+    def read(self, ws: Workspace, *, curves: bool) -> RunTable:
+        from scalelab.results.runs import read_csv_table, read_mlflow_table
+
+        if self.csv is not None:
+            table = read_csv_table(self.csv, format=self._csv_format())  # type: ignore[arg-type]
+        elif self.experiment is not None:
+            if not has_store(ws):
+                raise UsageError(
+                    f"no MLflow store at {ws.tracking_uri} (experiment {self.experiment!r})"
+                )
+            table = read_mlflow_table(
+                self.experiment, ws, curves=curves, best_of_cell=not self.all_trials
             )
-        table = read_csv_table(csv, format=csv_format)  # type: ignore[arg-type]
-    elif experiment is not None:
-        if not _has_store(ws):
-            raise UsageError(f"no MLflow store at {ws.tracking_uri} (experiment {experiment!r})")
-        table = read_mlflow_table(experiment, ws, curves=curves)
-    else:
-        raise UsageError("give --experiment NAME or --csv FILE")
-    return table.select(corpus, tokenizer)
+        else:
+            raise UsageError("give --experiment NAME or --csv FILE")
+        return table.select(self.corpus, self.tokenizer)
+
+    def _csv_format(self) -> str:
+        if self.csv_format != "auto" or self.csv is None:
+            return self.csv_format
+        header = self.csv.open().readline() if self.csv.is_file() else ""
+        epoch = "Model Size" in header and "Training FLOP" in header
+        return "epoch_chinchilla" if epoch else "runs"
+
+
+def _open_runs(
+    source: RunSource,
+    workspace: Path | None,
+    tracking_uri: str | None,
+    *,
+    resamples: int,
+    jobs: int,
+    curves: bool,
+) -> tuple[Workspace, RunTable]:
+    """The checks ``fit`` and ``backtest`` share, then the workspace and the runs."""
+    at_least("--resamples", resamples, 2)
+    at_least("--jobs", jobs, 1)
+    ws = common.workspace(workspace, tracking_uri)
+    return ws, source.read(ws, curves=curves)
 
 
 def _echo_json(payload: dict[str, Any]) -> None:
@@ -128,6 +153,7 @@ def fit(
     experiment: ExperimentOpt = None,
     csv: CsvOpt = None,
     csv_format: CsvFormatOpt = "auto",
+    all_trials: AllTrialsOpt = False,
     law: LawOpt = "chinchilla",
     exclude_before: Annotated[
         float | None,
@@ -139,7 +165,7 @@ def fit(
     resamples: ResamplesOpt = 200,
     level: LevelOpt = 0.9,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    jobs: Annotated[int, typer.Option(help="Bootstrap worker processes.")] = 2,
+    jobs: JobsOpt = 2,
     corpus: CorpusOpt = None,
     tokenizer: TokenizerOpt = None,
     log: Annotated[
@@ -151,35 +177,23 @@ def fit(
 ) -> None:
     """Fit a scaling law to a sweep's runs, print it with intervals, and store the fit.
 
-    The fit is logged as an MLflow run (tag kind=fit) of the experiment, with the law as JSON
-    and a dashboard of its figures, and cached in the workspace so that predict need not refit.
+    From an experiment it fits the best trial of each sweep cell (the sweep's own fit), or
+    every run with --all-trials. The fit is logged as an MLflow run (tag kind=fit) of the
+    experiment, with the law as JSON and a dashboard of its figures, and cached in the
+    workspace so that predict need not refit.
     """
-    from scalelab.cli_common import UsageError, user_input
-
+    source = RunSource(experiment, csv, csv_format, corpus, tokenizer, all_trials)
     with user_input():
         from scalelab.analysis.laws import check_law_key
-
-        check_law_key(law)
-        if resamples < 2:
-            raise UsageError(f"--resamples must be at least 2; got {resamples}")
-        if jobs < 1:
-            raise UsageError(f"--jobs must be at least 1; got {jobs}")
-        ws = _workspace(workspace, tracking_uri)
-        table = _load_table(
-            ws,
-            experiment=experiment,
-            csv=csv,
-            csv_format=csv_format,
-            corpus=corpus,
-            tokenizer=tokenizer,
-            curves=True,
-        )
         from scalelab.results.fits import fit_table
 
-        name = experiment or (csv.stem if csv is not None else "scalelab")
+        check_law_key(law)
+        ws, table = _open_runs(
+            source, workspace, tracking_uri, resamples=resamples, jobs=jobs, curves=True
+        )
         stored = fit_table(
             table,
-            experiment=name,
+            experiment=source.name,
             law=law,
             exclude_before=exclude_before,
             n_resamples=resamples,
@@ -195,26 +209,7 @@ def fit(
 
     FitStore(ws).save(stored)
     if json_out:
-        table_df = stored.param_table()
-        _echo_json(
-            {
-                "experiment": stored.experiment,
-                "run_id": stored.run_id,
-                "law": stored.law.to_dict(),
-                "formula": str(stored.law),
-                "params": {
-                    k: {"estimate": r.estimate, "lo": r.lo, "hi": r.hi, "se": r.se}
-                    for k, r in table_df.iterrows()
-                },
-                "level": stored.boot.level,
-                "allocation": None
-                if stored.allocation is None
-                else stored.allocation.summary().drop(columns="level").to_dict(orient="index"),
-                "data": stored.data,
-                "warnings": list(stored.boot.warnings),
-                "dashboard": None if dashboard_path is None else str(dashboard_path),
-            }
-        )
+        _echo_json(_fit_payload(stored, dashboard_path))
         return
     for line in stored.summary_lines():
         typer.echo(line)
@@ -223,6 +218,28 @@ def fit(
     if dashboard_path is not None:
         typer.echo(f"dashboard: {dashboard_path}")
     _echo_notes(notes)
+
+
+def _fit_payload(stored: StoredFit, dashboard_path: Path | None) -> dict[str, Any]:
+    """``scalelab fit --json``: the law, its parameters with intervals, and what it fitted."""
+    table_df = stored.param_table()
+    return {
+        "experiment": stored.experiment,
+        "run_id": stored.run_id,
+        "law": stored.law.to_dict(),
+        "formula": str(stored.law),
+        "params": {
+            k: {"estimate": r.estimate, "lo": r.lo, "hi": r.hi, "se": r.se}
+            for k, r in table_df.iterrows()
+        },
+        "level": stored.boot.level,
+        "allocation": None
+        if stored.allocation is None
+        else stored.allocation.summary().drop(columns="level").to_dict(orient="index"),
+        "data": stored.data,
+        "warnings": list(stored.boot.warnings),
+        "dashboard": None if dashboard_path is None else str(dashboard_path),
+    }
 
 
 def _echo_notes(notes: list[str]) -> None:
@@ -241,9 +258,8 @@ def _log_fit(
     stored: StoredFit, table: RunTable, ws: Workspace
 ) -> tuple[StoredFit, Path, list[str]]:
     """Draw the fit's panels, log the fit run with them; returns (fit, dashboard path, notes)."""
-    import tempfile
-
-    from scalelab.dashboard import FIT_PANELS, build_dashboard, write_html, write_pngs
+    from scalelab.cli.dashboard import board_artifacts
+    from scalelab.dashboard import FIT_PANELS, build_dashboard, write_html
     from scalelab.dashboard.definition import DashboardDefinition, Source
     from scalelab.results.fits import log_fit_run, slug
 
@@ -264,13 +280,9 @@ def _log_fit(
     ws.dashboards_dir.mkdir(parents=True, exist_ok=True)
     path = write_html(board, ws.dashboards_dir / f"{slug(stored.experiment)}-fit.html")
     notes = list(board.notes)
-    with tempfile.TemporaryDirectory() as tmp:
-        html_artifact = Path(tmp) / "dashboard.html"
-        html_artifact.write_bytes(path.read_bytes())
-        pngs, why = write_pngs(board, Path(tmp) / "figures")
+    with board_artifacts(board, path) as (artifacts, why):
         if why:
             notes.append(why)
-        artifacts = [html_artifact] + ([Path(tmp) / "figures"] if pngs else [])
         stored = log_fit_run(stored, ws, artifacts)
     return stored, path, notes
 
@@ -307,8 +319,6 @@ def predict(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Predict a loss, a compute-optimal model, or the compute a loss needs, with intervals."""
-    from scalelab.cli_common import UsageError, user_input
-
     with user_input():
         import math
 
@@ -326,7 +336,7 @@ def predict(
             raise UsageError("give one of --experiment, --fit and --csv")
         if level is not None and not 0 < level < 1:
             raise UsageError(f"--level must be in (0, 1); got {level}")
-        ws = _workspace(workspace, tracking_uri)
+        ws = common.workspace(workspace, tracking_uri)
         stored = _find_fit(ws, experiment=experiment, fit_id=fit_id, csv=csv, law=law)
         answer = stored.answer(
             params=params, tokens=tokens, compute=compute, loss=loss, level=level
@@ -360,7 +370,6 @@ def _find_fit(
     law: str | None,
 ) -> StoredFit:
     from scalelab.analysis.laws import check_law_key
-    from scalelab.cli_common import UsageError
     from scalelab.results.fits import FitStore
     from scalelab.vocab import DEFAULT_LAW
 
@@ -368,7 +377,7 @@ def _find_fit(
         check_law_key(law)
     store = FitStore(ws)
     if fit_id is not None:
-        if not _has_store(ws):
+        if not has_store(ws):
             raise UsageError(f"no MLflow store at {ws.tracking_uri}")
         from scalelab.results.fits import load_fit_run
 
@@ -376,15 +385,7 @@ def _find_fit(
     if csv is not None:
         from scalelab.results.fits import fit_table
 
-        table = _load_table(
-            ws,
-            experiment=None,
-            csv=csv,
-            csv_format="auto",
-            corpus=None,
-            tokenizer=None,
-            curves=False,
-        )
+        table = RunSource(csv=csv).read(ws, curves=False)
         key = law or DEFAULT_LAW
         cached = store.for_data(table.fingerprint(), key, None)
         if cached is not None:
@@ -399,7 +400,7 @@ def _find_fit(
     stored = store.latest(name, law)
     if stored is not None:
         return stored
-    if _has_store(ws):
+    if has_store(ws):
         # Not fitted in this workspace: perhaps on a shared tracking server (slower path).
         from scalelab.results.fits import find_fit_run, load_fit_run
 
@@ -418,6 +419,7 @@ def backtest(
     experiment: ExperimentOpt = None,
     csv: CsvOpt = None,
     csv_format: CsvFormatOpt = "auto",
+    all_trials: AllTrialsOpt = False,
     ratio: Annotated[
         list[float] | None,
         typer.Option(
@@ -433,7 +435,7 @@ def backtest(
     ] = None,
     resamples: ResamplesOpt = 200,
     level: LevelOpt = 0.9,
-    jobs: Annotated[int, typer.Option(help="Bootstrap worker processes.")] = 2,
+    jobs: JobsOpt = 2,
     corpus: CorpusOpt = None,
     tokenizer: TokenizerOpt = None,
     json_out: JsonOpt = False,
@@ -441,38 +443,27 @@ def backtest(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Backtest: fit on the cheap runs, predict the expensive ones, score the predictions."""
-    from scalelab.cli_common import UsageError, user_input
-
+    source = RunSource(experiment, csv, csv_format, corpus, tokenizer, all_trials)
     with user_input():
         from scalelab.analysis import backtest as run_backtest
         from scalelab.analysis.laws import law_for_key
 
-        if resamples < 2:
-            raise UsageError(f"--resamples must be at least 2; got {resamples}")
         for r in ratio or ():
             if not r > 1:
                 raise UsageError(f"--ratio must be greater than 1; got {r:g}")
-                ws = _workspace(workspace, tracking_uri)
-        table = _load_table(
-            ws,
-            experiment=experiment,
-            csv=csv,
-            csv_format=csv_format,
-            corpus=corpus,
-            tokenizer=tokenizer,
-            curves=False,
+        ws, table = _open_runs(
+            source, workspace, tracking_uri, resamples=resamples, jobs=jobs, curves=False
         )
         laws = None if not law else {k: law_for_key(k, table.runs) for k in law}
         result = run_backtest(
             table.runs, laws=laws, factors=ratio, n_resamples=resamples, level=level, n_jobs=jobs
         )
-    summary = result.summary
     if json_out:
         _echo_json(
             {
                 "source": table.source,
                 "level": result.level,
-                "summary": summary.to_dict(orient="records"),
+                "summary": result.summary.to_dict(orient="records"),
                 "warnings": list(result.warnings),
             }
         )
@@ -481,271 +472,33 @@ def backtest(
         f"backtest of {table.source}: fit at or below C_max/ratio, predict every run "
         f"above it ({result.level:.0%} prediction intervals)"
     )
-    shown = summary.assign(
-        ratio=summary["factor"].map(lambda f: f"{f:g}"),
-        cut=summary["cut"].map(lambda c: f"{c:.3g}"),
-        **{
-            col: (100 * summary[col]).map(lambda v: f"{v:.2f}%")
-            for col in (
-                "median_abs_rel_error",
-                "max_abs_rel_error",
-                "mean_rel_error",
-                "mean_rel_width",
-            )
-        },
-        coverage=summary["coverage"].map(lambda v: f"{v:.0%}"),
-    )[
-        [
-            "ratio",
-            "cut",
-            "law",
-            "n_train",
-            "n_test",
-            "median_abs_rel_error",
-            "max_abs_rel_error",
-            "mean_rel_error",
-            "coverage",
-            "mean_rel_width",
-        ]
-    ]
-    shown.columns = [
-        "ratio",
-        "cut (FLOPs)",
-        "law",
-        "train",
-        "test",
-        "median |err|",
-        "max |err|",
-        "bias",
-        "coverage",
-        "width",
-    ]
-    typer.echo(shown.to_string(index=False))
+    typer.echo(_backtest_table(result.summary))
     for warning in result.warnings:
         _warn(warning)
 
 
-# ---- dashboard ------------------------------------------------------------------------------
-def dashboard(
-    definition: Annotated[
-        str | None,
-        typer.Option(
-            help="Dashboard definition: a YAML path or a name in ./dashboards or "
-            "<workspace>/dashboards."
-        ),
-    ] = None,
-    experiment: ExperimentOpt = None,
-    csv: CsvOpt = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            help="Optuna storage URL of the sweep (default: the workspace's sweep journal)."
-        ),
-    ] = None,
-    study: Annotated[
-        str | None, typer.Option(help="Optuna study, or sweep name for all its cells' studies.")
-    ] = None,
-    law: Annotated[
-        str | None, typer.Option(help="Law to fit (default: the definition's, else chinchilla).")
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="HTML file (default: <workspace>/dashboards/<name>.html)."),
-    ] = None,
-    resamples: Annotated[
-        int | None, typer.Option(help="Bootstrap resamples of new fits and backtests.")
-    ] = None,
-    log: Annotated[
-        bool,
-        typer.Option(help="Also log the HTML (and PNGs) on the stored MLflow fit run it used."),
-    ] = True,
-    workspace: WorkspaceOpt = None,
-    tracking_uri: TrackingOpt = None,
-) -> None:
-    """Write one self-contained HTML dashboard (works offline) of runs, fits and the sweep."""
-    from scalelab.cli_common import UsageError, user_input
-
-    with user_input():
-        from scalelab.analysis.laws import check_law_key
-        from scalelab.dashboard import build_dashboard, find_definition, load_definition
-        from scalelab.dashboard.build import output_path
-        from scalelab.dashboard.definition import DashboardDefinition, OptunaStudy, Source
-
-        ws = _workspace(workspace, tracking_uri)
-        if storage is not None and study is None:
-            raise UsageError("--storage needs --study (a study or sweep name)")
-        optuna = None
-        if study is not None:
-            if storage is None:
-                from scalelab.sweep.storage import default_storage_url
-
-                storage = default_storage_url(ws)  # where `scalelab sweep run` keeps studies
-            optuna = OptunaStudy(storage=storage, study=study)
-        if definition is not None:
-            if experiment is not None or csv is not None or optuna is not None:
-                raise UsageError(
-                    "--definition names its own sources; drop --experiment, "
-                    "--csv, --storage and --study"
-                )
-            path = find_definition(definition, [Path("dashboards"), ws.dashboards_dir])
-            spec = load_definition(path)
-            name = path.stem
-        else:
-            if (experiment is None) == (csv is None):
-                raise UsageError("give --experiment NAME, --csv FILE or --definition NAME")
-            source = (
-                Source(experiment=experiment, optuna=optuna)
-                if experiment is not None
-                else Source(csv=csv.resolve(), optuna=optuna)
-            )
-            name = experiment or csv.stem
-            spec = DashboardDefinition(title=f"scalelab: {name}", sources=[source])
-        updates: dict[str, Any] = {}
-        if law is not None:
-            updates["law"] = check_law_key(law)
-        if resamples is not None:
-            if resamples < 2:
-                raise UsageError(f"--resamples must be at least 2; got {resamples}")
-            updates["resamples"] = resamples
-            updates["backtest"] = spec.backtest.model_copy(update={"resamples": resamples})
-        spec = spec.model_copy(update=updates)
-        import time
-
-        started = time.perf_counter()
-        board = build_dashboard(spec, ws, say=lambda m: typer.echo(m, err=True))
-    from scalelab.dashboard import write_html
-
-    target = write_html(board, out or output_path(spec, name, ws))
-    seconds = time.perf_counter() - started
-    size = target.stat().st_size / 1e6
-    typer.echo(f"dashboard: {target} ({len(board.panels)} panels, {size:.1f} MB, {seconds:.1f} s)")
-    for note in board.notes:
-        typer.echo(f"note: {note}", err=True)
-    if log:
-        _log_dashboard(board, target, ws)
+# The summary's columns as the table shows them; the errors and the width are percentages.
+_BACKTEST_COLUMNS = {
+    "factor": "ratio",
+    "cut": "cut (FLOPs)",
+    "law": "law",
+    "n_train": "train",
+    "n_test": "test",
+    "median_abs_rel_error": "median |err|",
+    "max_abs_rel_error": "max |err|",
+    "mean_rel_error": "bias",
+    "coverage": "coverage",
+    "mean_rel_width": "width",
+}
+_PERCENT_COLUMNS = ("median_abs_rel_error", "max_abs_rel_error", "mean_rel_error", "mean_rel_width")
 
 
-def _log_dashboard(board: Any, path: Path, ws: Workspace) -> None:
-    """Attach the dashboard to the MLflow fit runs it drew on (as ``dashboard.html``)."""
-    import tempfile
-
-    from scalelab.dashboard import write_pngs
-    from scalelab.results.fits import log_fit_artifacts
-
-    run_ids = sorted({v.fit.run_id for v in board.views if v.fit is not None and v.fit.run_id})
-    if not run_ids:
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        artifact = Path(tmp) / "dashboard.html"
-        artifact.write_bytes(path.read_bytes())
-        pngs, why = write_pngs(board, Path(tmp) / "figures")
-        files = [artifact] + ([Path(tmp) / "figures"] if pngs else [])
-        for run_id in run_ids:
-            log_fit_artifacts(run_id, ws, files)
-    typer.echo(f"logged on MLflow fit run(s) {', '.join(run_ids)}" + (f" ({why})" if why else ""))
-
-
-# ---- ui -------------------------------------------------------------------------------------
-def _port_free(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _stop_group(proc: Any, timeout: float = 15.0) -> None:
-    """SIGTERM the server's whole process group (its workers too), SIGKILL if it lingers."""
-    import os
-    import signal
-    import subprocess
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; make sure no worker of its group survives it.
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-
-
-def ui(
-    host: Annotated[
-        str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
-    workspace: WorkspaceOpt = None,
-    tracking_uri: TrackingOpt = None,
-) -> None:
-    """Start the MLflow UI on the workspace's tracking store; Ctrl+C stops it."""
-    import signal
-    import subprocess
-
-    from scalelab.cli_common import UsageError, user_input
-
-    with user_input():
-        ws = _workspace(workspace, tracking_uri)
-        uri = ws.tracking_uri
-        if uri.startswith(("http://", "https://")):
-            typer.echo(f"the tracking store is a server already: open {uri}")
-            return
-        if not 0 < port < 65536:
-            raise UsageError(f"--port must be in 1..65535; got {port}")
-        if not _port_free(host, port):
-            raise UsageError(f"port {port} on {host} is in use; choose another with --port")
-    ws.ensure()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--artifacts-destination",
-        str(ws.artifacts_dir),
-    ]
-    # Its own session: Ctrl+C reaches us, and we stop the server's whole group.
-    proc = subprocess.Popen(cmd, start_new_session=True, cwd=ws.root)
-    shown = f"[{host}]" if ":" in host else host
-    typer.echo(f"MLflow UI: http://{shown}:{port}  (store {uri}; Ctrl+C stops it)")
-
-    def _interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    code = None
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _stop_group(proc)
-    if code:
-        typer.echo(f"error: the MLflow server exited with code {code}", err=True)
-        raise typer.Exit(1)
-    typer.echo("MLflow UI stopped")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the query commands to ``app``."""
-    app.command(epilog=FIT_EXAMPLE)(fit)
-    app.command(epilog=PREDICT_EXAMPLE)(predict)
-    app.command(epilog=BACKTEST_EXAMPLE)(backtest)
-    app.command(epilog=DASHBOARD_EXAMPLE)(dashboard)
-    app.command(epilog=UI_EXAMPLE)(ui)
+def _backtest_table(summary: Any) -> str:
+    """The backtest summary (a DataFrame) as a text table, one row per ratio and law."""
+    shown = summary.assign(
+        factor=summary["factor"].map(lambda f: f"{f:g}"),
+        cut=summary["cut"].map(lambda c: f"{c:.3g}"),
+        coverage=summary["coverage"].map(lambda v: f"{v:.0%}"),
+        **{col: (100 * summary[col]).map(lambda v: f"{v:.2f}%") for col in _PERCENT_COLUMNS},
+    )[list(_BACKTEST_COLUMNS)]
+    return shown.rename(columns=_BACKTEST_COLUMNS).to_string(index=False)

@@ -8,14 +8,13 @@ line and exit code 2.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from scalelab.cli_common import TrackingOpt, UsageError, WorkspaceOpt, user_input
+from scalelab.cli import common
+from scalelab.cli.common import TrackingOpt, WorkspaceOpt, user_input
 
 if TYPE_CHECKING:
     from scalelab.workspace import Workspace
@@ -34,23 +33,6 @@ StorageOpt = Annotated[
         "(default: the spec's, else journal:<workspace>/optuna-journal.log).",
     ),
 ]
-
-
-def _workspace(path: Path | None, tracking_uri: str | None) -> Workspace:
-    import mlflow  # noqa: F401 - it configures its loggers when imported; quieten them after
-    import optuna
-
-    from scalelab.workspace import Workspace
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # MLflow prints (and fetches the run for) two links per closed run over HTTP: one line per
-    # trial is enough, and the call is not free.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # worker subprocesses inherit it
-    return Workspace.resolve(path).ensure()
 
 
 def _storage_url(given: str | None, spec_storage: str | None, workspace: Workspace) -> str:
@@ -83,26 +65,11 @@ def run(
 ) -> None:
     """Create or resume a sweep and train every cell; finished cells are not trained again."""
     with user_input():
-        from scalelab.data import prepare
-        from scalelab.sweep.spec import load_spec
-        from scalelab.sweep.storage import storage_kind
+        from scalelab.sweep.coordinator import open_sweep, run_sweep
 
-        sweep_spec = load_spec(spec, name=name)
-        ws = _workspace(workspace, tracking_uri)
-        url = _storage_url(storage, sweep_spec.storage, ws)
-        if workers > 1 and storage_kind(url) == "sqlite":
-            raise UsageError(
-                f"SQLite storage ({url}) serves one worker process; for --workers {workers} "
-                "use the default journal storage or a PostgreSQL URL"
-            )
-        data = prepare(sweep_spec.corpus, sweep_spec.tokenizer, cache_dir=ws.cache_dir)
-
-        from scalelab.sweep.coordinator import run_sweep
-        from scalelab.sweep.study import Sweep
-
-        sweep = Sweep(sweep_spec, url, ws)
+        ws = common.workspace(workspace, tracking_uri, quiet=True)
         # A conflict with the stored sweep is bad input too: refused before any training.
-        sweep.ensure(data.corpus_hash)
+        sweep = open_sweep(spec, ws, workers=workers, storage=storage, name=name)
     try:
         summary = run_sweep(sweep, workers=workers, echo=typer.echo)
     except KeyboardInterrupt:
@@ -150,7 +117,7 @@ def worker(
         from scalelab.sweep.spec import load_spec
         from scalelab.sweep.study import Sweep
 
-        ws = _workspace(workspace, tracking_uri)
+        ws = common.workspace(workspace, tracking_uri, quiet=True).ensure()
         from_file = Path(spec).suffix in (".yaml", ".yml") or Path(spec).is_file()
         sweep_spec = load_spec(spec) if from_file else None
         name = sweep_spec.name if sweep_spec else spec
@@ -195,7 +162,7 @@ def status(
     with user_input():
         from scalelab.sweep.study import Sweep
 
-        ws = _workspace(workspace, tracking_uri)
+        ws = common.workspace(workspace, tracking_uri, quiet=True).ensure()
         url = _storage_url(storage, None, ws)
         sweep = Sweep.load(name, url, ws)
     rows = sweep.trial_rows()

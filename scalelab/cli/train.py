@@ -1,45 +1,24 @@
-"""The ``scalelab`` command line.
+"""``scalelab train`` and ``scalelab corpus``: one GPT trained for an exact budget, and the
+tokenized corpora it trains on.
 
-Heavy libraries (torch, Lightning, MLflow) are imported inside the commands that need them:
-``import lightning`` alone costs seconds, and ``--help`` or a prediction query should not.
-Bad input ends with one line naming the field and exit code 2, never a traceback.
+Torch, Lightning and MLflow are imported inside the commands: ``import lightning`` alone costs
+seconds, and ``--help`` should not.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from scalelab.cli_common import TrackingOpt, UsageError, WorkspaceOpt, user_input
-from scalelab.query_cli import register as register_queries
-from scalelab.sweep.cli import app as sweep_app
+from scalelab.cli import common
+from scalelab.cli.common import TrackingOpt, UsageError, WorkspaceOpt, user_input
 
-app = typer.Typer(
-    help="Train GPTs, sweep them, fit scaling laws and predict the loss of planned models.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
-)
-app.add_typer(sweep_app, name="sweep")
-register_queries(app)
+TRAIN_EXAMPLE = "Example: scalelab train --preset n300k --tokens 2e6 --variant gpt2"
+CORPUS_EXAMPLE = "Example: scalelab corpus --corpus stdlib --tokenizer byte"
 
 
-def _workspace(path: Path | None, tracking_uri: str | None):
-    import os
-
-    from scalelab.workspace import Workspace
-
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    return Workspace.resolve(path)
-
-
-@app.command(
-    epilog="Example: scalelab train --preset n300k --tokens 2e6 --variant gpt2",
-)
 def train(
     preset: Annotated[str | None, typer.Option(help="Size preset, e.g. n100k, n1m.")] = None,
     params: Annotated[
@@ -106,7 +85,7 @@ def train(
             experiment=experiment,
             save_checkpoint=save_checkpoint,
         )
-        ws = _workspace(workspace, tracking_uri)
+        ws = common.workspace(workspace, tracking_uri)
         # Build the model config and data before Lightning starts, so bad sizes or
         # corpora fail here with a clear message.
         from scalelab.data import prepare
@@ -131,78 +110,6 @@ def train(
         )
 
 
-@app.command(
-    epilog="Examples: scalelab rlhf sft --preset n100k --steps 400 | "
-    "scalelab rlhf ppo --init runs:/ID --reward-init runs:/ID --set kl_coef=0.02",
-)
-def rlhf(
-    stage: Annotated[str, typer.Argument(help="sft, reward, ppo or classify.")],
-    preset: Annotated[str | None, typer.Option(help="Size preset of a fresh trunk.")] = None,
-    params: Annotated[
-        float | None, typer.Option(help="Target non-embedding parameters of a fresh trunk.")
-    ] = None,
-    init: Annotated[
-        str | None, typer.Option(help="Checkpoint to start from: a .pt path or runs:/<run_id>.")
-    ] = None,
-    reward_init: Annotated[str | None, typer.Option(help="ppo: reward-model checkpoint.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps (ppo: iterations).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Examples per step (reward: prompts).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for init, data and sampling.")] = 0,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Other config fields as KEY=VALUE (repeatable); task fields as task.KEY=VALUE.",
-        ),
-    ] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "scalelab-rlhf",
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    workspace: WorkspaceOpt = None,
-    tracking_uri: TrackingOpt = None,
-) -> None:
-    """Run one RLHF stage (SFT, reward model, PPO, GPT-1 task head) on the synthetic task."""
-    import yaml
-
-    from scalelab.rlhf.stages import run_stage, stage_config
-    from scalelab.train import TrainingDiverged
-
-    given = {
-        "preset": preset,
-        "n_params_target": params,
-        "init": init,
-        "reward_init": reward_init,
-        "steps": steps,
-        "lr": lr,
-        "batch_size": batch_size,
-    }
-    fields = {key: value for key, value in given.items() if value is not None}
-    with user_input(flags={"n_params_target": "--params", "reward_init": "--reward-init"}):
-        task: dict[str, object] = {}
-        for item in set_ or []:
-            key, sep, raw = item.partition("=")
-            if not sep or not key:
-                raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set kl_coef=0.02")
-            value = yaml.safe_load(raw)
-            if key.startswith("task."):
-                task[key.removeprefix("task.")] = value
-            else:
-                fields[key] = value
-        if task:
-            fields["task"] = task
-        cfg = stage_config(stage, seed=seed, experiment=experiment, **fields)
-        ws = _workspace(workspace, tracking_uri)
-    try:
-        result = run_stage(stage, cfg, ws, enable_progress_bar=not json_out)
-    except TrainingDiverged as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(json.dumps(result.to_dict(), default=str) if json_out else str(result))
-
-
-@app.command(epilog="Example: scalelab corpus --corpus stdlib --tokenizer byte")
 def corpus(
     corpus: Annotated[
         str, typer.Option(help="stdlib, stdlib-notests, python-all, or a path.")
@@ -215,7 +122,7 @@ def corpus(
     from scalelab.data import prepare
 
     with user_input():
-        ws = _workspace(workspace, None).ensure()
+        ws = common.workspace(workspace, None).ensure()
         data = prepare(corpus, tokenizer, cache_dir=ws.cache_dir)
     info = data.describe()
     if json_out:
@@ -223,8 +130,3 @@ def corpus(
     else:
         for key, value in info.items():
             typer.echo(f"{key:>24}: {value}")
-
-
-def main() -> None:
-    """Console entry point."""
-    app()

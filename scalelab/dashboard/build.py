@@ -73,7 +73,7 @@ def load_table(source: Source, workspace: Workspace, *, curves: bool) -> RunTabl
             source.csv, format=source.format, rename=source.rename or None, query=source.query
         )
     else:
-        table = read_mlflow_table(source.experiment, workspace, curves=curves)
+        table = read_mlflow_table(source.experiment, workspace, curves=curves, best_of_cell=True)
     return table.select(source.corpus, source.tokenizer)
 
 
