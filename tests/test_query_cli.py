@@ -13,8 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
-from test_query_data import KNOWN, shared_sweep, write_csv
+from test_query_data import KNOWN, make_experiment, shared_sweep, synthetic_runs, write_csv
 
 from scalelab.workspace import Workspace
 
@@ -249,6 +250,63 @@ def test_fit_bad_arguments_exit_2(tmp_path: Path, workspace: Workspace, args, ne
     result = run_cli(["fit", "--csv", str(csv), "--no-log", *args], workspace)
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_fit_of_an_experiment_takes_the_best_trial_of_each_cell(workspace: Workspace) -> None:
+    """As a sweep's own fit does; --all-trials fits every run with a loss."""
+    from mlflow.entities import Metric, Param
+
+    from scalelab.results import tracking
+
+    make_experiment(workspace, name="trials")
+    # A second, worse trial in the first cell (another learning rate, say).
+    best = synthetic_runs().iloc[0]
+    client = tracking.client(workspace)
+    exp_id = tracking.ensure_experiment("trials", workspace)
+    run = client.create_run(exp_id, tags={"sweep": "trials", "cell": best.run_id, "trial": "15"})
+    params = {"n_params": int(best.n_params), "tokens": best.tokens, "compute": best.compute}
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric("loss", best.loss + 0.5, 0, 10)],
+        params=[Param(k, str(v)) for k, v in params.items()],
+    )
+    client.set_terminated(run.info.run_id)
+    args = ["fit", "--experiment", "trials", "--no-log", "--resamples", "4", "--jobs", "1"]
+    cells = last_json(run_cli([*args, "--json"], workspace))
+    assert cells["data"]["n_runs"] == 15
+    fitted = {k: v["estimate"] for k, v in cells["params"].items()}
+    assert fitted == pytest.approx(KNOWN.params, rel=1e-3)
+    every = last_json(run_cli([*args, "--all-trials", "--json"], workspace))
+    assert every["data"]["n_runs"] == 16
+
+
+def _plateau_csv(path: Path, *, unigram: bool) -> Path:
+    """Runs on the plateau law L(C) = E + (L0 - E)/(1 + (C/C0)^alpha), L0 = 3.2."""
+    import pandas as pd
+
+    rows = []
+    for i, c in enumerate(np.geomspace(1e11, 1e15, 15)):
+        n = 1e4 * (1 + i)
+        rows.append(
+            {"run_id": f"p{i}", "n_params": n, "tokens": c / (6 * n), "compute": c}
+            | {"loss": 1.6 + (3.2 - 1.6) / (1 + (c / 1e13) ** 0.5)}
+            | ({"unigram": 3.2} if unigram else {})
+        )
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_fit_plateau_law_needs_the_unigram_entropy(tmp_path: Path, workspace: Workspace) -> None:
+    args = ["fit", "--law", "plateau", "--no-log", "--resamples", "4", "--jobs", "1"]
+    csv = _plateau_csv(tmp_path / "plateau.csv", unigram=True)
+    out = last_json(run_cli([*args, "--csv", str(csv), "--json"], workspace))
+    fitted = {k: v["estimate"] for k, v in out["params"].items()}
+    assert fitted == pytest.approx({"E": 1.6, "C0": 1e13, "alpha": 0.5}, rel=1e-2)
+    bare = _plateau_csv(tmp_path / "bare.csv", unigram=False)
+    result = run_cli([*args, "--csv", str(bare)], workspace)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unigram" in lines[0] and "Traceback" not in result.stderr
 
 
 def test_backtest_prints_the_table(tmp_path: Path, workspace: Workspace) -> None:
