@@ -34,6 +34,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "check_no_repeats",
+    "budget",
     "lr_factor",
     "run_params",
     "train",
@@ -70,6 +71,15 @@ def run_params(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, tokens: 
     }
 
 
+def budget(cfg: TrainConfig) -> tuple[int, int, int]:
+    """Optimizer steps, the tokens they train on (``cfg.tokens`` in whole steps, at least
+    one) and the steps between validations (``cfg.val_every`` tokens, or a tenth)."""
+    tokens_per_step = cfg.batch_size * cfg.context
+    steps = max(1, cfg.tokens // tokens_per_step)
+    tokens = steps * tokens_per_step
+    return steps, tokens, max(1, (cfg.val_every or tokens // 10) // tokens_per_step)
+
+
 def train(
     cfg: TrainConfig,
     workspace: Workspace | None = None,
@@ -96,11 +106,8 @@ def train(
     model_cfg = cfg.model_cfg(data.vocab_size)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    tokens_per_step = cfg.batch_size * cfg.context
-    steps = max(1, cfg.tokens // tokens_per_step)
-    tokens = steps * tokens_per_step
+    steps, tokens, val_every_steps = budget(cfg)
     check_no_repeats(tokens, len(data.train), cfg)
-    val_every_steps = max(1, (cfg.val_every or tokens // 10) // tokens_per_step)
 
     run = TrackedRun(cfg.experiment, workspace, run_name=cfg.run_name, run_id=run_id, tags=tags)
     trainer = pretraining_trainer(
