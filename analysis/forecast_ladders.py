@@ -1,0 +1,155 @@
+"""The real ladders of the forecasting benchmark, read from ``analysis/data/`` (provenance in
+``analysis/data/PROVENANCE.md``).
+
+Each ladder is final losses in the project's vocabulary (``run_id``, ``n_params``,
+``tokens``, ``compute`` = 6·N·D, ``loss``, and ``budget`` for IsoFLOP sets), plus, where the
+source has them, intermediate validation losses (``run_id``, ``n_params``, ``tokens`` the
+run's budget, ``tokens_seen``, ``loss``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from report import DATA
+
+from scalelab.analysis import load_epoch_chinchilla
+from scalelab.vocab import compute_6nd
+
+
+@dataclass(frozen=True)
+class Ladder:
+    name: str
+    description: str
+    runs: pd.DataFrame
+    curves: pd.DataFrame | None = None
+
+
+def _runs(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.assign(compute=compute_6nd(df["n_params"], df["tokens"]))
+    cols = [c for c in ("run_id", "n_params", "tokens", "compute", "loss", "budget") if c in df]
+    return df[cols].sort_values("compute", ignore_index=True)
+
+
+def chinchilla() -> Ladder:
+    runs = load_epoch_chinchilla(DATA / "epoch_chinchilla_svg_extracted_data.csv")
+    return Ladder(
+        "chinchilla",
+        "Epoch AI's reconstruction of the Chinchilla runs (Hoffmann et al. 2022), 240 runs",
+        _runs(runs),
+    )
+
+
+# (source, dataset, condition) of the Open-Athena IsoFLOP sets used; the two other
+# Chinchilla sets there are the same runs as Epoch's, and Llama 3's exp_loss rows are a
+# transformation of its raw ones.
+ISOFLOP_SETS = {
+    "llama3": ("llama_3", "llama_3", "raw_loss", "Llama 3 IsoFLOP runs (digitised)"),
+    "marin-comma": ("marin_202603", "comma", None, "Marin ladder on Comma"),
+    "marin-dclm": ("marin_202603", "dclm", None, "Marin ladder on DCLM"),
+    "marin-nemotron": ("marin_202603", "nemotron", None, "Marin ladder on Nemotron-CC"),
+    "misfitting": ("misfitting", "fineweb_c4", None, "Misfitting IsoFLOP sets (arXiv:2502.18969)"),
+}
+
+
+def isoflop(name: str) -> Ladder:
+    source, dataset, condition, what = ISOFLOP_SETS[name]
+    df = pd.read_csv(DATA / "openathena_isoflops_transform.csv")
+    df = df[(df["source"] == source) & (df["dataset"] == dataset)]
+    if condition is not None:
+        df = df[df["condition"] == condition]
+    df = df[df["reason"] != "exact_duplicate"]
+    df = df.rename(columns={"params": "n_params"}).assign(
+        run_id=lambda d: [f"{name}-{i}" for i in range(len(d))]
+    )
+    return Ladder(name, f"{what}, {df['budget'].nunique()} budgets, {len(df)} runs", _runs(df))
+
+
+def datablations() -> Ladder:
+    df = pd.read_csv(DATA / "colpret_datablations_contour_losses.csv")
+    df = df[(df["epochs"] == 1.0) & (df["data"] == "c4")]
+    df = df.rename(columns={"num_params": "n_params", "token_num": "tokens", "openLM_loss": "loss"})
+    df = df.drop_duplicates(["n_params", "tokens"]).assign(
+        run_id=lambda d: [f"datablations-{i}" for i in d["index"]]
+    )
+    return Ladder(
+        "datablations-c4",
+        f"Muennighoff et al. 2023 single-epoch C4 runs, {len(df)} runs",
+        _runs(df),
+    )
+
+
+# GPT-3 sizes and tokens: Brown et al. 2020, Table 2.1 (every model saw 300B tokens).
+GPT3_PARAMS = {
+    "small": 125e6,
+    "medium": 350e6,
+    "large": 760e6,
+    "xl": 1.3e9,
+    "2.7b": 2.7e9,
+    "6.7b": 6.7e9,
+    "13b": 13e9,
+    "175b": 175e9,
+}
+GPT3_TOKENS = 300e9
+
+
+def gpt3() -> Ladder:
+    """Digitised validation curves (x in billions of tokens): the final loss is the median
+    over the last 10B tokens; checkpoints are medians over 10B-token bins."""
+    df = pd.read_csv(DATA / "colpret_gpt3_extracted.csv").dropna(subset=["val_loss"])
+    df = df.assign(n_params=df["model"].map(GPT3_PARAMS), run_id="gpt3-" + df["model"])
+    final = df[df["step"] >= 290].groupby(["run_id", "n_params"], as_index=False)["val_loss"]
+    runs = final.median().rename(columns={"val_loss": "loss"}).assign(tokens=GPT3_TOKENS)
+    binned = df.assign(bin=(np.ceil(df["step"] / 10) * 10).clip(upper=300))
+    curves = binned.groupby(["run_id", "n_params", "bin"], as_index=False)["val_loss"].median()
+    curves = curves.rename(columns={"val_loss": "loss"}).assign(
+        tokens=GPT3_TOKENS, tokens_seen=lambda d: d["bin"] * 1e9
+    )
+    return Ladder(
+        "gpt3", "GPT-3 family validation curves (Brown et al. 2020), 8 sizes", _runs(runs), curves
+    )
+
+
+OPT_PARAMS = {"125m": 125e6, "1.3b": 1.3e9, "6.7b": 6.7e9, "13b": 13e9, "30b": 30e9, "175b": 175e9}
+
+
+def opt() -> Ladder:
+    """OPT perplexity along training (Zhang et al. 2022): loss = ln(perplexity)."""
+    df = pd.read_csv(DATA / "colpret_opt_trajectories.csv")
+    df = df.assign(
+        run_id="opt-" + df["model_size"],
+        n_params=df["model_size"].map(OPT_PARAMS),
+        tokens_seen=10.0 ** df["num_token"],
+        loss=np.log(df["ppl"]),
+    )
+    last = df.loc[df.groupby("run_id")["tokens_seen"].idxmax()]
+    runs = last.assign(tokens=last["tokens_seen"])[["run_id", "n_params", "tokens", "loss"]]
+    curves = df.merge(runs[["run_id", "tokens"]], on="run_id")
+    curves = curves[["run_id", "n_params", "tokens", "tokens_seen", "loss"]]
+    return Ladder(
+        "opt", "OPT perplexity along training (Zhang et al. 2022), 6 sizes", _runs(runs), curves
+    )
+
+
+def scalelab_cpu() -> Ladder:
+    """The project's predictable-scaling ladder on 2 CPU cores and its three targets."""
+    df = pd.read_csv(DATA / "scalelab_predictable_scaling_ladder.csv")
+    return Ladder(
+        "scalelab-cpu",
+        "scalelab's own CPU ladder (python-all, byte level): 37 cells at 1e10-1e11 FLOPs "
+        "and its 1e12, 1e13, 1e14 targets",
+        _runs(df),
+    )
+
+
+def all_ladders() -> list[Ladder]:
+    return [
+        chinchilla(),
+        *(isoflop(name) for name in ISOFLOP_SETS),
+        datablations(),
+        gpt3(),
+        opt(),
+        scalelab_cpu(),
+    ]
