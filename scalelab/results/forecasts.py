@@ -67,19 +67,18 @@ def log_forecast(
     """A finished ``kind=forecast`` run with ``params``, ``metrics`` (``predicted_loss``...)
     and ``record`` as ``forecast.json``; returns its id."""
     client = tracking.client(workspace)
-    run = client.create_run(
+    run_id = tracking.create_run(
+        client,
         _experiment_id(workspace, experiment),
-        run_name=name,
+        name=name,
         tags={
             "kind": "forecast",
             "target_compute": f"{target_compute:.6g}",
             "ladder": ladder,
             "forecast_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
+        params=params,
     )
-    run_id = run.info.run_id
-    for key, value in params.items():
-        client.log_param(run_id, key, value)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
     tracking.log_json_artifact(client, run_id, record, FORECAST_ARTIFACT)

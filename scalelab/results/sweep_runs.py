@@ -34,8 +34,6 @@ def parent_run(
 ) -> str:
     """The sweep's parent run: ``run_id`` reopened (set RUNNING), or a new run of
     ``experiment`` with ``tags``, ``params`` and the spec as ``sweep.json``."""
-    from mlflow.entities import Param
-
     if run_id:
         try:
             run = client.get_run(run_id)
@@ -49,10 +47,9 @@ def parent_run(
             client.update_run(run_id, status="RUNNING")
         return run_id
     experiment_id = tracking.ensure_experiment(experiment, workspace)
-    run = client.create_run(experiment_id, run_name=sweep, tags=tags)
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    tracking.log_json_artifact(client, run.info.run_id, spec, "sweep.json")
-    return run.info.run_id
+    run_id = tracking.create_run(client, experiment_id, name=sweep, tags=tags, params=params)
+    tracking.log_json_artifact(client, run_id, spec, "sweep.json")
+    return run_id
 
 
 def trial_run(
@@ -66,12 +63,8 @@ def trial_run(
 ) -> str:
     """A new run for one trial (``tags`` name its parent, sweep, cell and trial), with
     ``params`` (the cell's budget as numbers) logged before training starts."""
-    from mlflow.entities import Param
-
     experiment_id = tracking.ensure_experiment(experiment, workspace)
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    return run.info.run_id
+    return tracking.create_run(client, experiment_id, name=name, tags=tags, params=params)
 
 
 def set_run_state(client: MlflowClient, run_id: str, status: str, **tags: str) -> None:

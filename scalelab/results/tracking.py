@@ -53,6 +53,23 @@ def ensure_experiment(name: str, workspace: Workspace) -> str:
         return experiment.experiment_id
 
 
+def create_run(
+    mlflow_client: MlflowClient,
+    experiment_id: str,
+    *,
+    name: str,
+    tags: dict[str, str],
+    params: dict[str, Any] | None = None,
+) -> str:
+    """A new run with ``tags`` and ``params`` (logged in one batch); returns its id."""
+    from mlflow.entities import Param
+
+    run_id = mlflow_client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    if params:
+        mlflow_client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run_id
+
+
 def log_json_artifact(
     mlflow_client: MlflowClient, run_id: str, payload: dict[str, Any], name: str
 ) -> None:
