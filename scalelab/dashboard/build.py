@@ -262,5 +262,12 @@ def build_dashboard(
 
 
 def output_path(definition: DashboardDefinition, name: str, workspace: Workspace) -> Path:
-    """Where a dashboard is written by default: ``<workspace>/dashboards/<name>.html``."""
-    return workspace.dashboards_dir / (definition.output or f"{name}.html")
+    """Where a dashboard is written by default: ``<workspace>/dashboards/<name>.html``.
+
+    Never outside that folder: a definition is data, and its ``output`` only names a file.
+    """
+    folder = workspace.dashboards_dir.resolve()
+    target = (folder / (definition.output or f"{Path(name).name}.html")).resolve()
+    if not target.is_relative_to(folder):
+        raise ValueError(f"dashboard output {target} is outside {folder}")
+    return target

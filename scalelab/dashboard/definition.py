@@ -26,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
+from scalelab.results.row_filter import parse_filter
 from scalelab.vocab import DEFAULT_LAW, compute_6nd
 
 PanelKey = Literal[
@@ -76,13 +77,25 @@ class Source(_Strict):
     rename: dict[str, str] = Field(
         default_factory=dict, description="CSV column -> vocabulary name"
     )
-    query: str | None = Field(default=None, description="pandas DataFrame.query selecting rows")
+    query: str | None = Field(
+        default=None,
+        description="rows to keep: column OP literal joined by and/or/not (never Python)",
+    )
     corpus: str | None = None
     tokenizer: str | None = None
     budget_column: str | None = Field(
         default=None, description="column with each run's IsoFLOP budget in FLOPs"
     )
     optuna: OptunaStudy | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _parsed_query(cls, query: str | None) -> str | None:
+        # Parsed here so a definition with a bad (or hostile) filter is refused before any
+        # file is read; the filter is never handed to pandas' evaluator.
+        if query is not None:
+            parse_filter(query)
+        return query
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -159,6 +172,24 @@ class DashboardDefinition(_Strict):
     backtest: BacktestSettings = Field(default_factory=BacktestSettings)
     panels: list[PanelKey] = Field(default_factory=lambda: list(ALL_PANELS), min_length=1)
     output: str | None = Field(default=None, description="HTML file name [default: <name>.html]")
+
+    @field_validator("output")
+    @classmethod
+    def _plain_file_name(cls, output: str | None) -> str | None:
+        # A definition is data from wherever it was cloned: it names a file inside the
+        # workspace's dashboards folder, never a path (the user's own --out may be anywhere).
+        if output is not None and (
+            not output.strip()
+            or output in (".", "..")
+            or Path(output).name != output
+            or "\\" in output
+            or "\x00" in output
+        ):
+            raise ValueError(
+                f"output must be a plain file name (it is written under the workspace's "
+                f"dashboards folder); got {output!r}"
+            )
+        return output
 
     @field_validator("law")
     @classmethod

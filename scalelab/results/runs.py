@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.io import load_epoch_chinchilla, load_runs_csv
+from scalelab.results.row_filter import apply_filter
 from scalelab.vocab import (
     BUDGET,
     BUDGET_KIND,
@@ -170,9 +171,10 @@ def read_csv_table(
 ) -> RunTable:
     """Runs from a CSV file in the project vocabulary (or Epoch AI's Chinchilla table).
 
-    ``rename`` maps the file's columns to the vocabulary and ``query`` (``DataFrame.query``)
-    selects rows. A file with ``run_id`` and ``step`` or ``tokens_seen`` columns holds training
-    curves: each run's last checkpoint is its final loss.
+    ``rename`` maps the file's columns to the vocabulary and ``query`` selects rows with the
+    parsed filter language of :mod:`scalelab.results.row_filter` (never evaluated Python). A
+    file with ``run_id`` and ``step`` or ``tokens_seen`` columns holds training curves: each
+    run's last checkpoint is its final loss.
     """
     path = Path(path)
     if not path.is_file():
@@ -185,8 +187,8 @@ def read_csv_table(
         raise ValueError(f"CSV format must be 'runs' or 'epoch_chinchilla'; got {format!r}")
     if query:
         try:
-            df = df.query(query)
-        except Exception as err:  # pandas raises many types for a bad expression
+            df = apply_filter(df, query)
+        except (ValueError, TypeError) as err:  # TypeError: comparing text with a number
             raise ValueError(f"{path}: bad query {query!r}: {err}") from err
         if df.empty:
             raise ValueError(f"{path}: no row matches {query!r}")

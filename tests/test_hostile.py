@@ -1,0 +1,146 @@
+"""Hostile and careless input: each case once failed (ran code, wrote outside, leaked, crashed).
+
+Every case runs against real files and, where the failure was in a command, a real process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from scalelab.dashboard import load_definition
+from scalelab.results.row_filter import apply_filter, parse_filter
+from scalelab.results.runs import read_csv_table
+
+SHELL_QUERY = "loss > 0 and @path.__class__.exists.__globals__['os'].system('id > {marker}') == 0"
+
+
+def _scalelab(*args: str, cwd: Path, home: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scalelab", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "SCALELAB_HOME": str(home), **env},
+        check=False,
+        timeout=300,
+    )
+
+
+def _runs_csv(path: Path) -> Path:
+    rows = [
+        {"n_params": n, "tokens": 20 * n, "loss": 2 + 1e3 / n**0.3, "outlier": n == 4e6}
+        for n in (1e6, 2e6, 4e6, 8e6)
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+# ---- 1. a definition's filter is data, never Python ------------------------------------------
+def test_dashboard_definition_query_cannot_run_shell_commands(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned.txt"
+    _runs_csv(tmp_path / "runs.csv")
+    (tmp_path / "dashboards").mkdir()
+    definition = {
+        "title": "t",
+        "sources": [{"csv": "../runs.csv", "query": SHELL_QUERY.format(marker=marker)}],
+        "panels": ["loss_vs_params"],
+    }
+    (tmp_path / "dashboards" / "evil.yaml").write_text(yaml.safe_dump(definition))
+    result = _scalelab("dashboard", "--definition", "evil", cwd=tmp_path, home=tmp_path / "ws")
+    assert not marker.exists(), "the definition's query ran a shell command"
+    assert result.returncode == 2, result.stderr
+    assert "query" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_csv_query_cannot_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned.txt"
+    csv = _runs_csv(tmp_path / "runs.csv")
+    with pytest.raises(ValueError, match="bad query"):
+        read_csv_table(csv, query=SHELL_QUERY.format(marker=marker))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "__import__('os').system('id')",
+        "loss.__class__",
+        "@x > 1",
+        "loss > abs(-1)",
+        "loss + 1 > 2",
+        "loss > 1; x",
+        "loss > n_params",  # a column against a column is outside the grammar
+        "(loss > 1",
+        "loss >",
+        "",
+        "loss > 1 and",
+        "`a` = 1",
+    ],
+)
+def test_filters_outside_the_grammar_are_refused(query: str) -> None:
+    with pytest.raises(ValueError, match="filter"):
+        parse_filter(query)
+
+
+@pytest.mark.parametrize(
+    ("query", "kept"),
+    [
+        ("n_params >= 2e6", [2e6, 4e6, 8e6]),
+        ("not outlier", [1e6, 2e6, 8e6]),
+        ("n_params == 1e6 or (n_params > 3e6 and not outlier)", [1e6, 8e6]),
+        ("4e6 > n_params", [1e6, 2e6]),
+        ("outlier == true", [4e6]),
+        ("`n_params` != 1e6 and loss < 100", [2e6, 4e6, 8e6]),
+    ],
+)
+def test_the_filter_language_selects_rows(tmp_path: Path, query: str, kept: list[float]) -> None:
+    df = pd.read_csv(_runs_csv(tmp_path / "runs.csv"))
+    assert apply_filter(df, query)["n_params"].tolist() == kept
+
+
+def test_a_filter_naming_a_missing_column_says_which(tmp_path: Path) -> None:
+    df = pd.read_csv(_runs_csv(tmp_path / "runs.csv"))
+    with pytest.raises(ValueError, match="no column 'lost'"):
+        apply_filter(df, "lost < 3")
+
+
+def test_the_shipped_definitions_filters_parse() -> None:
+    for path in (Path(__file__).resolve().parents[1] / "dashboards").glob("*.yaml"):
+        for source in load_definition(path).sources:
+            if source.query:
+                parse_filter(source.query)
+
+
+# ---- 1. a definition's output stays in the workspace ------------------------------------------
+@pytest.mark.parametrize(
+    "output", ["../../../../x.html", "/tmp/x.html", "sub/x.html", "..", "a\\..\\b.html"]
+)
+def test_definition_output_is_a_plain_file_name(tmp_path: Path, output: str) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({"title": "t", "sources": [{"csv": "r.csv"}], "output": output}))
+    with pytest.raises(ValueError, match="plain file name"):
+        load_definition(path)
+
+
+def test_dashboard_cli_never_writes_outside_the_workspace(tmp_path: Path) -> None:
+    _runs_csv(tmp_path / "runs.csv")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    definition = {
+        "title": "t",
+        "sources": [{"csv": str(tmp_path / "runs.csv")}],
+        "panels": ["loss_vs_params"],
+        "output": "../../../escaped.html",
+    }
+    (deep / "d.yaml").write_text(yaml.safe_dump(definition))
+    result = _scalelab("dashboard", "--definition", "d.yaml", cwd=deep, home=deep / "ws")
+    assert result.returncode == 2, result.stderr
+    assert "output" in result.stderr
+    assert not list(tmp_path.rglob("escaped.html"))
