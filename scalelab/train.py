@@ -68,6 +68,8 @@ def run_params(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, tokens: 
         "weight_decay": cfg.weight_decay,
         "seed": cfg.seed,
         "preset": cfg.preset or "",
+        "gelu": model_cfg.gelu,
+        "compile": cfg.compile,
     }
 
 

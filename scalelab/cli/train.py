@@ -49,6 +49,11 @@ def train(
     num_nodes: Annotated[int, typer.Option(help="Lightning num_nodes.")] = 1,
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, fsdp...")] = "auto",
     accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16-mixed on GPUs with bf16, else 32-true) or Lightning's.")
+    ] = "auto",
+    compile: Annotated[bool, typer.Option(help="torch.compile each transformer block.")] = False,
+    gelu: Annotated[str, typer.Option(help="GELU form: tanh (GPT-2's) or exact.")] = "tanh",
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "scalelab",
     save_checkpoint: Annotated[bool, typer.Option(help="Log the weights to MLflow.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -82,6 +87,9 @@ def train(
             num_nodes=num_nodes,
             strategy=strategy,
             accelerator=accelerator,
+            precision=precision,
+            compile=compile,
+            gelu=gelu,
             experiment=experiment,
             save_checkpoint=save_checkpoint,
         )

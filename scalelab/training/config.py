@@ -6,21 +6,28 @@ run starts (``scalelab.train.train``).
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Defined in the pydantic-free ``schedule`` module; importable from here as before.
+from scalelab.training.schedule import Schedule, TrainingDiverged, lr_factor
 from scalelab.vocab import Variant
 
 if TYPE_CHECKING:
     from scalelab.model import GPTConfig
 
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+__all__ = [
+    "RepeatedDataError",
+    "Schedule",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "check_no_repeats",
+    "lr_factor",
+]
 
 
 class TrainConfig(BaseModel):
@@ -35,6 +42,9 @@ class TrainConfig(BaseModel):
     context: int = Field(256, ge=8, le=8192)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     band_window: int = Field(64, ge=1)
+    gelu: Literal["tanh", "exact"] = Field(
+        "tanh", description="GELU form: GPT-2's tanh approximation or the exact erf form"
+    )
 
     # Data.
     corpus: str = "stdlib"
@@ -69,7 +79,8 @@ class TrainConfig(BaseModel):
     devices: int | str = 1
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
-    precision: str = "auto"
+    precision: str = Field("auto", description="auto: bf16-mixed on GPUs with bf16, else fp32")
+    compile: bool = Field(False, description="torch.compile each transformer block")
 
     # Tracking.
     experiment: str = "scalelab"
@@ -93,6 +104,7 @@ class TrainConfig(BaseModel):
             vocab_size=vocab_size,
             dropout=self.dropout,
             band_window=self.band_window,
+            gelu=self.gelu,
         )
         if self.preset is not None:
             return GPTConfig.from_name(self.preset, **shape)
@@ -109,34 +121,6 @@ class TrainResult:
     tokens: int
     compute: float
     wall_time: float
-
-
-class Schedule(Protocol):
-    """The schedule fields ``TrainConfig`` and the RLHF stage configs share."""
-
-    warmup: float
-    min_lr_ratio: float
-    schedule: Literal["cosine", "wsd"]
-    decay_fraction: float
-
-
-def lr_factor(step: int, total: int, cfg: Schedule) -> float:
-    """Multiplier of the peak learning rate at ``step`` (0-based) of ``total``.
-
-    Linear warm-up, then either cosine decay to ``min_lr_ratio`` (GPT-3, Chinchilla) or
-    warm-up-stable-decay: constant, then linear decay over the last ``decay_fraction``.
-    """
-    warmup = int(cfg.warmup * total)
-    if step < warmup:
-        return (step + 1) / warmup
-    floor = cfg.min_lr_ratio
-    if cfg.schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    decay_start = total - int(cfg.decay_fraction * total)
-    if step < decay_start:
-        return 1.0
-    return 1.0 - (1 - floor) * (step - decay_start + 1) / max(1, total - decay_start)
 
 
 class RepeatedDataError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -16,9 +16,11 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 
 from scalelab.data import EpochWindows, RandomWindows, TokenData, val_windows
 from scalelab.model import GPT, GPTConfig
-from scalelab.training.config import TrainConfig
 from scalelab.training.module import ScheduledModule, check_finite
 from scalelab.training.trainer import make_trainer, resolve_precision
+
+if TYPE_CHECKING:  # a type only: gpu_check.py passes a plain dataclass and has no pydantic
+    from scalelab.training.config import TrainConfig
 
 
 class LanguageModel(ScheduledModule):
@@ -37,6 +39,12 @@ class LanguageModel(ScheduledModule):
         self.bits_per_nat = 1.0 / (math.log(2) * per_token) if per_token > 0 else None
         self.device_batch = cfg.batch_size  # split across devices in setup
         self.flops_per_batch = 0.0
+
+    def configure_model(self) -> None:
+        # Lightning's hook for compiling (and sharding) the model once per fit. Compilation is
+        # lazy: the code is built at the first step, on the device the strategy chose.
+        if self.cfg.compile:
+            self.model.compile_blocks()
 
     def setup(self, stage: str) -> None:
         # The batch is global, so the number of steps (and the loss) does not depend on

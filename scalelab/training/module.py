@@ -11,8 +11,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from scalelab.training.config import TrainingDiverged
 from scalelab.training.optim import Optimisation, adamw_with_schedule
+from scalelab.training.schedule import TrainingDiverged
 
 
 def check_finite(loss: torch.Tensor, step: int, what: str = "training loss") -> None:
@@ -31,8 +31,24 @@ class ScheduledModule(L.LightningModule):
         super().__init__()
         self.cfg, self.total_steps, self.betas = cfg, total_steps, betas
 
+    def fused_adamw_allowed(self) -> bool:
+        """Whether the Trainer accepts a fused AdamW: Lightning's mixed-precision plugin
+        refuses to clip the gradients of an optimizer that unscales them itself, which fused
+        AdamW declares, even in bf16 where nothing is scaled (the plugin raises at the first
+        step); then torch's default implementation is used."""
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        return not (
+            isinstance(trainer.precision_plugin, MixedPrecision) and trainer.gradient_clip_val
+        )
+
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer, scheduler = adamw_with_schedule(self, self.cfg, self.total_steps, self.betas)
+        optimizer, scheduler = adamw_with_schedule(
+            self, self.cfg, self.total_steps, self.betas, fused=self.fused_adamw_allowed()
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
