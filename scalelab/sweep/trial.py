@@ -194,6 +194,10 @@ def take_waiting_trial(
     return None
 
 
+class TrialLost(RuntimeError):
+    """A claimed trial was failed (and its slot re-queued) by another process before it ran."""
+
+
 class Heartbeat:
     """Record the trial's heartbeat every interval in a thread, while training runs."""
 
@@ -400,8 +404,13 @@ def run_trial(
 
     started = time.perf_counter()
     number = trial.number
-    trial.set_user_attr("worker", worker_name())
-    trial.set_user_attr("worker_boot", boot_id())
+    try:
+        trial.set_user_attr("worker", worker_name())
+        trial.set_user_attr("worker_boot", boot_id())
+    except optuna.exceptions.UpdateFinishedTrialError as err:
+        # On a loaded machine the claim can outlive the grace period before the heartbeat
+        # thread starts; another process then failed and re-queued it. Nothing ran yet.
+        raise TrialLost(f"trial {number} was given up as stale before it started") from err
     run_id = _open_run(spec, cell, study, trial, client, workspace, parent_run_id)
     params: dict[str, Any] = {}
     state, loss, reason, train_seconds = "FAIL", math.nan, "", 0.0

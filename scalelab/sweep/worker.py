@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from optuna.trial import TrialState
 
 from scalelab.sweep.trial import (
+    TrialLost,
     TrialOutcome,
     cell_seed,
     make_sampler,
@@ -116,18 +117,21 @@ def work(
                     study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 )
                 continue
-            outcome = run_trial(
-                spec=sweep.spec,
-                cell=cell,
-                study=study,
-                trial=trial,
-                storage=sweep.storage,
-                workspace=sweep.workspace,
-                client=sweep.client,
-                parent_run_id=parent_run_id,
-                retry=requeue,
-                flush_every=flush_every,
-            )
+            try:
+                outcome = run_trial(
+                    spec=sweep.spec,
+                    cell=cell,
+                    study=study,
+                    trial=trial,
+                    storage=sweep.storage,
+                    workspace=sweep.workspace,
+                    client=sweep.client,
+                    parent_run_id=parent_run_id,
+                    retry=requeue,
+                    flush_every=flush_every,
+                )
+            except TrialLost:
+                continue  # its slot is queued again; this or another worker takes it
             done.append(outcome)
             if on_trial is not None:
                 on_trial(outcome)
