@@ -144,3 +144,70 @@ def test_dashboard_cli_never_writes_outside_the_workspace(tmp_path: Path) -> Non
     assert result.returncode == 2, result.stderr
     assert "output" in result.stderr
     assert not list(tmp_path.rglob("escaped.html"))
+
+
+# ---- 2. database passwords stay out of ps and of everything stored ----------------------------
+SECRET = "hunter2-s3cret"
+
+
+def test_worker_command_lines_hold_no_password(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from scalelab.sweep.coordinator import spawn_workers
+    from scalelab.workspace import Workspace
+
+    url = f"postgresql://scalelab:{SECRET}@127.0.0.1:9/optuna"
+    sweep = SimpleNamespace(name="s", url=url, workspace=Workspace.resolve(tmp_path / "ws"))
+    (proc,) = spawn_workers(sweep, 1, 1)  # type: ignore[arg-type]
+    try:
+        argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+        listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "sweep worker s" in argv
+    assert SECRET not in argv and SECRET not in listing
+    assert SECRET.encode() in environ  # the worker still gets it, readable by this user only
+
+
+def test_stored_specs_hold_no_password(workspace) -> None:
+    import json
+
+    import mlflow
+    from test_sweep import TINY
+
+    from scalelab.data import prepare
+    from scalelab.sweep.spec import parse_spec
+    from scalelab.sweep.study import Sweep
+
+    spec = parse_spec(
+        {"name": "pw", **TINY, "storage": f"postgresql://u:{SECRET}@db/optuna?password={SECRET}"}
+    )
+    data = prepare(spec.corpus, spec.tokenizer, cache_dir=workspace.cache_dir)
+    sweep = Sweep(spec, f"journal:{workspace.root / 'optuna-journal.log'}", workspace)
+    sweep.ensure(data.corpus_hash)
+    assert SECRET not in json.dumps(sweep.attrs)
+    assert sweep.attrs["spec"]["storage"].startswith("postgresql://u:***@db/")
+    client = mlflow.MlflowClient(workspace.tracking_uri)
+    stored = Path(client.download_artifacts(sweep.attrs["mlflow_parent_run_id"], "sweep.json"))
+    assert SECRET not in stored.read_text()
+    assert SECRET not in (workspace.root / "optuna-journal.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@h:5432/db", "postgresql://u:***@h:5432/db"),
+        (
+            "postgresql://u@h/db?password=pw&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+        ("journal:/tmp/x.log", "journal:/tmp/x.log"),
+    ],
+)
+def test_redact_hides_every_form_of_password(url: str, shown: str) -> None:
+    from scalelab.sweep.storage import redact
+
+    assert redact(url) == shown

@@ -29,8 +29,12 @@ StorageOpt = Annotated[
     str | None,
     typer.Option(
         "--storage",
+        envvar="SCALELAB_STORAGE",
+        show_envvar=True,
         help="Optuna storage: journal:PATH, sqlite:///PATH or postgresql://USER@HOST/DB "
-        "(default: the spec's, else journal:<workspace>/optuna-journal.log).",
+        "(default: the spec's, else journal:<workspace>/optuna-journal.log). Keep passwords "
+        "out of it (others see command lines in ps): use PGPASSFILE or PGPASSWORD, or put "
+        "the URL in the environment variable.",
     ),
 ]
 

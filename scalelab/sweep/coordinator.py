@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scalelab.sweep.report import RESULT_COLUMNS, fit_and_log, text_table
 from scalelab.sweep.spec import SweepSpec
-from scalelab.sweep.storage import redact
+from scalelab.sweep.storage import STORAGE_ENV, redact
 from scalelab.sweep.study import Sweep
 from scalelab.sweep.trial import TrialOutcome
 from scalelab.sweep.worker import quiet_training_logs, work
@@ -48,7 +48,11 @@ def _die_with_parent() -> None:
 
 
 def spawn_workers(sweep: Sweep, k: int, threads: int) -> list[subprocess.Popen]:
-    """``k`` worker subprocesses joining ``sweep`` (they find its spec in the storage)."""
+    """``k`` worker subprocesses joining ``sweep`` (they find its spec in the storage).
+
+    The storage URL (which may hold a database password) and the tracking URI travel in the
+    environment, readable only by this user, never on the command line every user sees in ``ps``.
+    """
     command = [
         sys.executable,
         "-m",
@@ -56,8 +60,6 @@ def spawn_workers(sweep: Sweep, k: int, threads: int) -> list[subprocess.Popen]:
         "sweep",
         "worker",
         sweep.name,
-        "--storage",
-        sweep.url,
         "--workspace",
         str(sweep.workspace.root),
         "--threads",
@@ -65,6 +67,7 @@ def spawn_workers(sweep: Sweep, k: int, threads: int) -> list[subprocess.Popen]:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     env["MLFLOW_TRACKING_URI"] = sweep.workspace.tracking_uri
+    env[STORAGE_ENV] = sweep.url
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
     return [subprocess.Popen(command, env=env, preexec_fn=preexec) for _ in range(k)]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from scalelab.workspace import Workspace
 
 JOURNAL_PREFIX = "journal:"
+# The storage URL for commands given no --storage; how a coordinator hands a URL holding a
+# password to its workers without putting it on their command lines.
+STORAGE_ENV = "SCALELAB_STORAGE"
 HEARTBEAT_ATTR = "scalelab:heartbeat"  # unix time of the trial's last heartbeat
 
 # Heartbeats, fail_stale_trials and the retry callback are marked experimental in Optuna 5.0;
@@ -80,8 +84,19 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def redact_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A dumped spec as it may be stored (study attributes, the parent run's ``sweep.json``):
+    its storage URL without the password."""
+    if spec.get("storage"):
+        return {**spec, "storage": redact(str(spec["storage"]))}
+    return spec
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL without its password (``user:PASSWORD@`` or ``?password=``), for messages,
+    logs and anything stored."""
+    # SQLAlchemy and libpq also take the password as a query parameter.
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)
         credentials, host = rest.rsplit("@", 1)

@@ -37,7 +37,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from scalelab.sweep.spec import Cell, HeartbeatSpec, SweepSpec, parse_spec
-from scalelab.sweep.storage import open_storage, redact
+from scalelab.sweep.storage import open_storage, redact, redact_spec
 from scalelab.sweep.trial import FINAL_OUTCOMES, boot_id, make_pruner
 
 if TYPE_CHECKING:
@@ -332,7 +332,7 @@ class Sweep:
                 "scalelab_sweep": 1,
                 "identity": {**self.spec.identity(), "corpus_hash": corpus_hash},
                 "spec_hash": spec_hash,
-                "spec": self.spec.model_dump(mode="json"),
+                "spec": redact_spec(self.spec.model_dump(mode="json")),
                 "trials": self.spec.search.trials,
                 "cells": [c.to_dict() for c in self.cells],
                 "heartbeat": self.heartbeat.model_dump(),
@@ -389,7 +389,7 @@ class Sweep:
                     "pruner": spec.pruner.kind,
                     "budget_kind": spec.budgets.kind,
                 },
-                spec=spec.model_dump(mode="json"),
+                spec=redact_spec(spec.model_dump(mode="json")),
             )
         except MissingParentRun as err:
             raise SweepConflict(str(err)) from err
