@@ -211,3 +211,54 @@ def test_redact_hides_every_form_of_password(url: str, shown: str) -> None:
     from scalelab.sweep.storage import redact
 
     assert redact(url) == shown
+
+
+# ---- 3. ui beyond loopback: warned, and answers this machine's names ----------------------------
+def _get(url: str, host_header: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Host": host_header})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_ui_beyond_loopback_warns_and_answers_this_machines_name(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scalelab", "ui", "--host", "0.0.0.0", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SCALELAB_HOME": str(tmp_path / "ws")},
+        start_new_session=True,
+    )
+    try:
+        warning = proc.stderr.readline()
+        assert warning.startswith("warning: --host 0.0.0.0 serves every run"), warning
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if _get(base + "/health", "localhost") == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        api = base + "/ajax-api/2.0/mlflow/experiments/search?max_results=1"
+        assert _get(api, f"{socket.gethostname()}:{port}") == 200
+        assert _get(api, f"attacker.example:{port}") == 403  # DNS rebinding still refused
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

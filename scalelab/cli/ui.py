@@ -53,11 +53,50 @@ def _stop_group(proc: Any, timeout: float = 15.0) -> None:
             return
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host in LOOPBACK
+
+
+def allowed_hosts(host: str, given: str | None) -> list[str]:
+    """The Host headers MLflow may answer: ``given``, else loopback, private addresses and
+    this machine's names (MLflow's own default answers 403 to a name such as ``gpu-box:5000``).
+
+    Entries are fnmatch patterns on the whole header, port included.
+    """
+    import socket
+
+    if given:
+        return [h.strip() for h in given.split(",") if h.strip()]
+    names = {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(host)
+    out = ["[[]::1]:*", "192.168.*", "10.*", *[f"172.{i}.*" for i in range(16, 32)]]
+    for name in sorted(n for n in names if n):
+        out += [name, f"{name}:*"]
+    return out
+
+
 def ui(
     host: Annotated[
         str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    allowed: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            help="Comma-separated Host headers the server answers, e.g. 'box.lab:*' "
+            "(default: loopback, private addresses and this machine's names).",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -75,9 +114,20 @@ def ui(
             raise UsageError(f"--port must be in 1..65535; got {port}")
         if not _port_free(host, port):
             raise UsageError(f"port {port} on {host} is in use; choose another with --port")
+    if not _is_loopback(host):
+        typer.echo(
+            f"warning: --host {host} serves every run, parameter and artifact of {ws.root} "
+            "without a login to anyone who can reach this machine; the server answers only "
+            "the Host headers in --allowed-hosts",
+            err=True,
+        )
     ws.ensure()
+    command = _server_command(ws, host, port) + [
+        "--allowed-hosts",
+        ",".join(allowed_hosts(host, allowed)),
+    ]
     # Its own session: Ctrl+C reaches us, and we stop the server's whole group.
-    proc = subprocess.Popen(_server_command(ws, host, port), start_new_session=True, cwd=ws.root)
+    proc = subprocess.Popen(command, start_new_session=True, cwd=ws.root)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"MLflow UI: http://{shown}:{port}  (store {uri}; Ctrl+C stops it)")
 
