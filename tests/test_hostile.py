@@ -262,3 +262,95 @@ def test_ui_beyond_loopback_warns_and_answers_this_machines_name(tmp_path: Path)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# ---- 4. a torn Optuna journal: detected, never appended to, repaired by a command ----------------
+FULL_DISK_WRITER = """
+import os, resource, signal, sys
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from scalelab.sweep.storage import SafeJournalFileBackend
+
+path, safe = sys.argv[1], sys.argv[2] == "safe"
+backend = (SafeJournalFileBackend if safe else JournalFileBackend)(path)
+study = optuna.create_study(study_name="s", storage=JournalStorage(backend))
+study.set_user_attr("kept", 1)
+size = os.path.getsize(path)
+# The disk fills 40 bytes into the next record: the kernel writes those, then refuses.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
+try:
+    study.set_user_attr("lost", "x" * 4000)
+except OSError as err:
+    print("disk full:", err.strerror)
+print(size)
+"""
+
+
+def _fill_disk(path: Path, safe: bool) -> int:
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_WRITER, str(path), "safe" if safe else "plain"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "disk full" in result.stdout, result.stdout + result.stderr
+    return int(result.stdout.split()[-1])
+
+
+def test_a_torn_journal_is_refused_by_name_and_repaired_by_a_command(tmp_path: Path) -> None:
+    from scalelab.sweep.storage import open_storage
+
+    journal = tmp_path / "optuna-journal.log"
+    sound_size = _fill_disk(journal, safe=False)  # Optuna's own backend: leaves a torn tail
+    assert journal.stat().st_size == sound_size + 40
+    url = f"journal:{journal}"
+    status = _scalelab("sweep", "status", "s", "--storage", url, cwd=tmp_path, home=tmp_path)
+    assert status.returncode == 2
+    assert status.stderr.count("\n") == 1 and "Traceback" not in status.stderr
+    assert f"journal {journal} is torn at line" in status.stderr
+    assert f"scalelab sweep repair {journal}" in status.stderr
+    assert journal.stat().st_size == sound_size + 40  # nothing appended onto the tear
+
+    repair = _scalelab("sweep", "repair", str(journal), cwd=tmp_path, home=tmp_path)
+    assert repair.returncode == 0, repair.stderr
+    assert "kept" in repair.stdout
+    assert journal.stat().st_size == sound_size
+    (backup,) = tmp_path.glob("optuna-journal.log.torn-*")
+    assert backup.stat().st_size == sound_size + 40
+    storage = open_storage(url)
+    assert storage.get_study_user_attrs(storage.get_study_id_from_name("s")) == {"kept": 1}
+    again = _scalelab("sweep", "repair", str(journal), cwd=tmp_path, home=tmp_path)
+    assert again.returncode == 0 and "nothing to repair" in again.stdout
+
+
+def test_a_full_disk_leaves_the_journal_as_it_was(tmp_path: Path) -> None:
+    from scalelab.sweep.storage import open_storage
+
+    journal = tmp_path / "j.log"
+    sound_size = _fill_disk(journal, safe=True)
+    assert journal.stat().st_size == sound_size  # the partial record was taken back
+    storage = open_storage(f"journal:{journal}")
+    storage.set_study_user_attr(storage.get_study_id_from_name("s"), "after", 2)
+
+
+def test_nothing_is_appended_onto_a_torn_tail(tmp_path: Path) -> None:
+    from scalelab.sweep.storage import JournalTorn, open_storage
+
+    journal = tmp_path / "j.log"
+    storage = open_storage(f"journal:{journal}")
+    study_id = storage.create_new_study([], "s")
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code":0,"worker_id":"x","study_na')  # a writer killed mid-record
+    size = journal.stat().st_size
+    with pytest.raises(JournalTorn, match="torn record"):
+        storage.set_study_user_attr(study_id, "a", 1)
+    assert journal.stat().st_size == size
+
+
+def test_journal_storage_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    url = f"journal:{tmp_path}"
+    status = _scalelab("sweep", "status", "s", "--storage", url, cwd=tmp_path, home=tmp_path)
+    assert status.returncode == 2
+    assert status.stderr.strip() == f"error: journal:{tmp_path} is a directory; give a file path"

@@ -185,3 +185,28 @@ def status(
         return
     typer.echo(f"sweep {sweep.name} | {progress.line()}")
     typer.echo(text_table(rows, STATUS_COLUMNS))
+
+
+@app.command(epilog="Example: scalelab sweep repair scalelab-runs/optuna-journal.log")
+def repair(
+    journal: Annotated[
+        str, typer.Argument(help="The journal file (or its journal:PATH storage URL).")
+    ],
+) -> None:
+    """Cut a torn Optuna journal (a crash or a full disk mid-write) back to its last complete
+    record, keeping a backup of the whole file next to it."""
+    with user_input():
+        from scalelab.sweep.storage import JOURNAL_PREFIX, journal_path, repair_journal
+
+        path = journal_path(
+            journal if journal.startswith(JOURNAL_PREFIX) else JOURNAL_PREFIX + journal
+        )
+        repaired = repair_journal(path)
+    if repaired is None:
+        typer.echo(f"{path}: every record is complete; nothing to repair")
+        return
+    kept, backup = repaired
+    typer.echo(
+        f"{path}: kept {kept} complete records; the torn file is saved as {backup}. "
+        "Resume with the same `scalelab sweep run`: cut trials are queued again."
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import re
 import time
 import warnings
@@ -52,10 +53,120 @@ class StorageUnavailable(ValueError):
     """The storage URL names a database that cannot be reached or opened."""
 
 
+class JournalTorn(StorageUnavailable):
+    """The journal file ends in (or contains) a record cut short by a crash or a full disk."""
+
+
+def _first_bad_record(path: Path) -> tuple[int, int] | None:
+    """``(line number, byte offset)`` of the first incomplete or unreadable record, or None."""
+    import json
+
+    offset = 0
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                return number, offset
+            try:
+                json.loads(line)
+            except ValueError:
+                return number, offset
+            offset += len(line)
+    return None
+
+
+def check_journal(path: Path) -> None:
+    """Refuse a journal Optuna would misread: a directory, or a torn or corrupt record.
+
+    Optuna skips a torn last line silently (stale state) and its next append glues onto it,
+    after which every read fails with a bare JSON error; so it is caught here, under the
+    journal's lock (a writer mid-append is not mistaken for a tear).
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+    from optuna.storages.journal._file import get_lock_file
+
+    if path.is_dir():
+        raise StorageUnavailable(f"journal:{path} is a directory; give a file path")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with get_lock_file(JournalFileSymlinkLock(str(path))):
+        bad = _first_bad_record(path)
+    if bad is not None:
+        line, offset = bad
+        size = path.stat().st_size
+        raise JournalTorn(
+            f"the Optuna journal {path} is torn at line {line} (byte {offset} of {size}: a crash "
+            "or a full disk cut a record short); `scalelab sweep repair "
+            f"{path}` keeps the {line - 1} complete records before it and a backup of the file"
+        )
+
+
+def repair_journal(path: Path) -> tuple[int, Path] | None:
+    """Cut the journal at its first bad record, after copying it whole to ``PATH.torn-<time>``.
+
+    Returns ``(records kept, backup path)``, or None when the journal is sound. Trials whose
+    records were cut are re-queued by the next ``sweep run`` (their slots are missing).
+    """
+    import shutil
+
+    from optuna.storages.journal import JournalFileSymlinkLock
+    from optuna.storages.journal._file import get_lock_file
+
+    if not path.is_file():
+        raise ValueError(f"no journal file at {path}")
+    with get_lock_file(JournalFileSymlinkLock(str(path))):
+        bad = _first_bad_record(path)
+        if bad is None:
+            return None
+        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(path, backup)
+        with open(path, "r+b") as f:
+            f.truncate(bad[1])
+            f.flush()
+            os.fsync(f.fileno())
+    return bad[0] - 1, backup
+
+
+class SafeJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file that never appends onto a torn tail, and undoes its own partial
+    write when the disk fills (so a full disk leaves the journal as it was)."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        import json
+
+        from optuna.storages.journal._file import get_lock_file
+
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
+        with get_lock_file(self._lock):
+            # Raw descriptor writes: a buffered file would retry its buffer on close.
+            fd = os.open(self._file_path, os.O_RDWR)
+            try:
+                end = os.lseek(fd, 0, os.SEEK_END)
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    raise JournalTorn(
+                        f"the Optuna journal {self._file_path} ends in a torn record; nothing "
+                        f"was appended. `scalelab sweep repair {self._file_path}` cuts it off"
+                    )
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, end)
+                    raise
+            finally:
+                os.close(fd)
+
+
 def default_storage_url(workspace: Workspace) -> str:
     """The workspace's journal file: one store for one or several local workers, so a sweep
     started with one worker resumes with several (and back) in the same studies."""
     return f"{JOURNAL_PREFIX}{workspace.root / 'optuna-journal.log'}"
+
+
+def journal_path(url: str) -> Path:
+    """The file of a ``journal:PATH`` URL."""
+    return Path(url[len(JOURNAL_PREFIX) :].removeprefix("//")).expanduser()
 
 
 def storage_kind(url: str) -> str:
@@ -123,7 +234,7 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
         heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None,
     ) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        super().__init__(JournalFileBackend(str(path)))
+        super().__init__(SafeJournalFileBackend(str(path)))
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self._stale_callback = heartbeat_stale_trial_callback
@@ -190,10 +301,11 @@ def open_storage(
             heartbeat_stale_trial_callback=RetryStaleTrial(heartbeat.max_retry, on_stale),
         )
     if kind == "journal":
-        path = Path(url[len(JOURNAL_PREFIX) :].removeprefix("//")).expanduser()
+        path = journal_path(url)
+        check_journal(path)
         if heartbeat is None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            return JournalStorage(SafeJournalFileBackend(str(path)))
         return JournalHeartbeatStorage(path, **hb)
     if kind == "sqlite":
         # Wait for the file lock rather than fail at once when a reader holds it.
