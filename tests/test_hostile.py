@@ -354,3 +354,55 @@ def test_journal_storage_that_is_a_directory_is_one_line(tmp_path: Path) -> None
     status = _scalelab("sweep", "status", "s", "--storage", url, cwd=tmp_path, home=tmp_path)
     assert status.returncode == 2
     assert status.stderr.strip() == f"error: journal:{tmp_path} is a directory; give a file path"
+
+
+# ---- 5. an MLflow store half-created by a full disk ------------------------------------------
+STORE_UNDER_LIMIT = """
+import resource, signal, sys
+from scalelab.workspace import Workspace
+
+root, limit, ours = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "ours"
+if limit:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+ws = Workspace.resolve(root).ensure()
+if ours:
+    from scalelab.results import tracking
+    print(tracking.ensure_experiment("e", ws))
+else:  # what MLflow does by itself: the schema is created in place
+    from mlflow import MlflowClient
+    MlflowClient(tracking_uri=ws.tracking_uri).search_experiments()
+"""
+
+
+def _store(root: Path, limit: int, ours: bool) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", STORE_UNDER_LIMIT, str(root), str(limit), "ours" if ours else ""],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        check=False,
+        timeout=300,
+    )
+
+
+def test_a_store_half_created_by_a_full_disk_is_rebuilt(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    broken = _store(root, 500_000, ours=False)  # the disk fills during MLflow's migrations
+    assert broken.returncode != 0 and (root / "mlflow.db").exists()
+    again = _store(root, 0, ours=False)
+    assert again.returncode != 0 and "already exists" in again.stderr  # MLflow never recovers
+    fixed = _store(root, 0, ours=True)
+    assert fixed.returncode == 0, fixed.stderr
+    assert list(root.glob("mlflow.db.incomplete-*"))  # the broken file is kept aside
+    assert _store(root, 0, ours=True).returncode == 0
+
+
+def test_a_full_disk_while_creating_the_store_leaves_no_store(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    full = _store(root, 500_000, ours=True)
+    assert full.returncode != 0
+    assert "cannot create the MLflow store" in full.stderr
+    assert not (root / "mlflow.db").exists()
+    assert not list(root.glob(".mlflow.db.creating-*"))
+    assert _store(root, 0, ours=True).returncode == 0

@@ -9,7 +9,9 @@ importing it costs about a second, and prediction queries must not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +25,84 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
+_STORES_READY: set[str] = set()  # SQLite stores checked (or created) by this process
+
+
 def client(workspace: Workspace) -> MlflowClient:
     from mlflow import MlflowClient
 
+    ensure_store(workspace)
     return MlflowClient(tracking_uri=workspace.tracking_uri)
+
+
+def ensure_store(workspace: Workspace) -> None:
+    """Make sure a workspace's SQLite store is whole before MLflow opens it.
+
+    MLflow creates its schema in place, in dozens of migrations: a full disk or a crash in the
+    middle leaves a file every later run fails on (``table ... already exists``). So a new
+    store is built under a temporary name and linked into place only when complete, and an
+    incomplete store that holds no run (it never worked) is set aside and rebuilt.
+    """
+    uri = workspace.tracking_uri
+    if uri in _STORES_READY or not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.name in ("", ":memory:"):
+        return
+    if path.exists() and _incomplete_store(path):
+        aside = path.with_name(f"{path.name}.incomplete-{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):  # another process set it aside first
+            os.rename(path, aside)
+    if not path.exists():
+        _create_store(path, workspace)
+    _STORES_READY.add(uri)
+
+
+def _incomplete_store(path: Path) -> bool:
+    """True for a store whose schema creation stopped part-way and that holds no run."""
+    import sqlite3
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+            if "runs" in tables and db.execute("select count(*) from runs").fetchone()[0]:
+                return False  # holds work: MLflow's own upgrade path decides, not us
+            version = (
+                db.execute("select version_num from alembic_version").fetchone()
+                if "alembic_version" in tables
+                else None
+            )
+    except sqlite3.DatabaseError:
+        return path.stat().st_size == 0 or not _has_sqlite_header(path)
+    stray = any(t.startswith("_alembic_tmp_") for t in tables)
+    return stray or version is None or version[0] != _get_latest_schema_revision()
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+
+
+def _create_store(path: Path, workspace: Workspace) -> None:
+    """Build the schema under a temporary name, then link it into place (never clobbering a
+    store another process finished first)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", workspace.artifacts_dir.as_uri())
+        store.engine.dispose()
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    except Exception as err:  # a full disk surfaces as OSError or sqlite's OperationalError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot create the MLflow store {path}: {first}") from err
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def ensure_experiment(name: str, workspace: Workspace) -> str:
