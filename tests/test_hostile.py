@@ -406,3 +406,36 @@ def test_a_full_disk_while_creating_the_store_leaves_no_store(tmp_path: Path) ->
     assert not (root / "mlflow.db").exists()
     assert not list(root.glob(".mlflow.db.creating-*"))
     assert _store(root, 0, ours=True).returncode == 0
+
+
+# ---- 6. two `sweep run` of one new spec at once ------------------------------------------------
+@pytest.mark.slow
+def test_two_sweep_runs_of_a_new_spec_make_one_parent_run(workspace, tmp_path: Path) -> None:
+    import mlflow
+    from test_sweep_run import assert_sweep_exact, write_spec
+
+    spec = write_spec(tmp_path / "race.yaml", "race", ["n10k", "n30k"], steps=8)
+    env = {**os.environ, "SCALELAB_HOME": str(workspace.root), "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "scalelab", "sweep", "run", str(spec)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out, out
+    url = f"journal:{workspace.root / 'optuna-journal.log'}"
+    assert_sweep_exact(url, "race", 2, 2, workspace.tracking_uri)
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    parents = mlflow.search_runs(
+        experiment_names=["race"], filter_string="tags.sweep_role = 'parent'"
+    )
+    assert len(parents) == 1, parents[["run_id", "status"]]
+    assert set(parents.status) == {"FINISHED"}

@@ -291,7 +291,15 @@ class Sweep:
         """Create the sweep, or check that the stored one is this spec's, and fill its queues.
 
         Idempotent: re-running creates nothing already there and trains nothing already done.
+        Two processes creating the same sweep at once take turns (a lock in the workspace):
+        otherwise each makes a parent run and one stays RUNNING forever.
         """
+        from scalelab.data.atomic import file_lock
+
+        with file_lock(self.workspace.root / "locks" / f"sweep-{self.name}.lock"):
+            self._ensure(corpus_hash)
+
+    def _ensure(self, corpus_hash: str) -> None:
         attrs = self.attrs
         if attrs:
             self.check_identity(attrs, corpus_hash)
