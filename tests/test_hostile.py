@@ -439,3 +439,35 @@ def test_two_sweep_runs_of_a_new_spec_make_one_parent_run(workspace, tmp_path: P
     )
     assert len(parents) == 1, parents[["run_id", "status"]]
     assert set(parents.status) == {"FINISHED"}
+
+
+# ---- 7. a spec every trial would refuse is refused before the sweep exists ---------------------
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"search": {"lr": 1e6, "batch_size": 8}}, "search.lr: training refuses 1000000.0"),
+        (
+            {"search": {"lr": {"low": 1e-3, "high": 1e4}, "batch_size": 8}},
+            "search.lr: training refuses 10000.0",
+        ),
+        (
+            {"budgets": {"tokens": [10**10]}},
+            "budgets: cell n10k-D1e10: tokens: 10,000,000,000 training tokens",
+        ),
+        ({"train": {"val_tokens": 64 * 32, "weight_decay": -1}}, "train: weight_decay"),
+    ],
+)
+def test_unrunnable_specs_are_refused_before_the_sweep_exists(
+    workspace, tmp_path: Path, changes: dict, needle: str
+) -> None:
+    from test_sweep_run import write_spec
+
+    spec = write_spec(tmp_path / "bad.yaml", "bad", ["n10k"], steps=4)
+    data = {**yaml.safe_load(spec.read_text()), **changes}
+    spec.write_text(yaml.safe_dump(data))
+    result = _scalelab("sweep", "run", str(spec), cwd=tmp_path, home=workspace.root)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert needle in line, line
+    journal = workspace.root / "optuna-journal.log"
+    assert not journal.exists() or b"bad" not in journal.read_bytes()

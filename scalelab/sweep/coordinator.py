@@ -107,6 +107,7 @@ def open_sweep(
     ``workers`` processes) or ``SweepConflict`` (a spec that differs from the stored sweep).
     """
     from scalelab.data import prepare
+    from scalelab.sweep.preflight import preflight
     from scalelab.sweep.spec import load_spec
     from scalelab.sweep.storage import default_storage_url, storage_kind
 
@@ -120,6 +121,7 @@ def open_sweep(
         )
     workspace.ensure()
     data = prepare(spec.corpus, spec.tokenizer, cache_dir=workspace.cache_dir)
+    preflight(spec, data)  # before anything is stored: a refused spec leaves no sweep behind
     sweep = Sweep(spec, url, workspace)
     sweep.ensure(data.corpus_hash)
     return sweep
