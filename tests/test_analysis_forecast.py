@@ -72,7 +72,7 @@ def test_cell_table_keeps_the_best_trial_of_each_cell() -> None:
 
 def test_backtest_selects_a_law_that_extrapolates_the_held_out_budgets() -> None:
     cells = cell_table(ladder())
-    selection = select_law(cells)
+    selection = select_law(cells, by="backtest")
     mine = selection.of(selection.chosen)
     # Four budgets: the largest held out, then the two largest (one + two predictions).
     assert [b.held_out for b in mine] == [3e11, 1e11, 3e11]
@@ -85,7 +85,7 @@ def test_backtest_selects_a_law_that_extrapolates_the_held_out_budgets() -> None
 
 def test_forecast_interval_covers_the_truth_and_widens_with_distance() -> None:
     cells = cell_table(ladder())
-    selection = select_law(cells)
+    selection = select_law(cells, by="backtest")
     near = forecast(cells, target(3e12), selection, n_resamples=60)
     far = forecast(cells, target(3e14), selection, n_resamples=60)
     for result, c in ((near, 3e12), (far, 3e14)):
@@ -155,7 +155,7 @@ def test_a_ladder_in_the_plateau_bend_selects_the_plateau_law() -> None:
                 }
             )
     cells = cell_table(pd.DataFrame(rows))
-    selection = select_law(cells)
+    selection = select_law(cells, by="backtest")
     assert "L0" in selection.chosen.name
     result = forecast(cells, target(1e13), selection, n_resamples=40)
     assert result.loss == pytest.approx(plateau / (1 + (1e13 / c0) ** alpha), rel=1e-3)
@@ -163,3 +163,20 @@ def test_a_ladder_in_the_plateau_bend_selects_the_plateau_law() -> None:
         c for c in {b.candidate for b in selection.backtests} if c.name.startswith("L(C) = E + A")
     )
     assert all(b.error > 0 for b in selection.of(gpt4))  # the saturating form is too pessimistic
+
+
+def test_the_study_chooses_as_law_auto_does_and_uses_the_benchmarks_form_error() -> None:
+    from scalelab.analysis.calibration import stored_form_error
+    from scalelab.analysis.chooser import choose_form
+
+    cells = cell_table(ladder())
+    selection = select_law(cells)
+    auto = choose_form(cells)
+    assert selection.choice == auto and auto.form.name in selection.chosen.name
+    assert selection.backtests  # every candidate is still backtested, as a diagnostic
+    result = forecast(cells, target(3e13), selection, n_resamples=40)
+    decades = np.log10(target(3e13)["compute"] / cells["compute"].max())
+    k = stored_form_error("auto").per_decade(decades, 0.9)
+    assert result.decades == pytest.approx(decades)
+    assert result.form_halfwidth == pytest.approx(k * decades)
+    assert result.extra["choice"]["form"] == auto.form.name

@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import approx_fprime, minimize_scalar
 
 from scalelab.analysis import Chinchilla, KaplanJoint, Law, PowerLaw, make_law
-from scalelab.analysis.laws import PlateauLaw
+from scalelab.analysis.laws import OddsLaw, PlateauLaw, law_for_key
 
 CHINCHILLA = Chinchilla(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 KAPLAN = KaplanJoint(N_c=8.8e13, D_c=5.4e13, alpha_N=0.076, alpha_D=0.095)
@@ -21,6 +21,7 @@ LAWS = {
     "power_c_no_offset": PowerLaw(variable="compute", irreducible=False, A=50.0, alpha=0.05),
     "plateau": PlateauLaw(plateau=3.2, E=1.6, C0=1e19, alpha=0.3),
     "plateau_no_offset": PlateauLaw(plateau=3.2, irreducible=False, C0=1e19, alpha=0.3),
+    "odds": OddsLaw(L0=3.2, C0=1e19, alpha=0.3),
 }
 INPUTS = {
     "n_params": np.array([1e7, 3e8, 7e10]),
@@ -48,6 +49,23 @@ def test_predict_matches_the_written_formulas():
     assert flat.predict(compute=1e9) == pytest.approx(3.2, rel=1e-2)
     slopes = np.diff(np.log(flat.predict(compute=np.array([1e17, 1e18, 1e25, 1e26])))) / np.log(10)
     assert -0.3 < slopes[-1] < slopes[0] < 0 and slopes[-1] == pytest.approx(-0.3, rel=2e-2)
+
+
+def test_the_odds_law_is_a_power_law_in_the_odds_with_l0_fixed_or_fitted():
+    c = INPUTS["compute"]
+    odds = LAWS["odds"]
+    # L0/L − 1 = (C/C0)^alpha: the plateau law without E, with L0 a parameter.
+    np.testing.assert_allclose(3.2 / odds.predict(compute=c) - 1, (c / 1e19) ** 0.3)
+    np.testing.assert_allclose(
+        odds.predict(compute=c), LAWS["plateau_no_offset"].predict(compute=c)
+    )
+    assert law_for_key("odds") == OddsLaw()  # no unigram entropy: L0 is fitted
+    import pandas as pd
+
+    runs = pd.DataFrame({"compute": [1e18], "loss": [3.0], "unigram": [3.4]})
+    assert law_for_key("odds", runs) == PlateauLaw(plateau=3.4, irreducible=False)
+    with pytest.raises(ValueError, match="chooser"):
+        law_for_key("auto", runs)
 
 
 def test_predict_is_vectorised_and_returns_floats_for_scalars():

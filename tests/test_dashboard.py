@@ -58,6 +58,7 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> Dashboard:
     ws, storage = sweep.ws, sweep.storage
     definition = DashboardDefinition(
         title="synthetic sweep",
+        law="chinchilla",  # the law of the sweep's stored fit, so that it is reused
         sources=[Source(experiment="syn", optuna=OptunaStudy(storage=storage, study="syn-study"))],
         planned=[Planned(compute=1e16), Planned(label="1M", n_params=1e6, tokens=1e8)],
         backtest={"ratios": [10], "resamples": 4},
@@ -247,6 +248,8 @@ def test_dashboard_cli_writes_html_and_logs_it_on_the_fit_run(sweep: Sweep, tmp_
             "syn-study",
             "--out",
             str(out),
+            "--law",
+            "chinchilla",
             "--resamples",
             "4",
         ],

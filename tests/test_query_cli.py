@@ -70,9 +70,8 @@ def test_fit_recovers_the_known_law_and_logs_a_fit_run(fitted: tuple[Workspace, 
 
 def test_fit_prints_the_parameter_table_and_allocation(tmp_path: Path, workspace: Workspace):
     csv = write_csv(tmp_path / "runs.csv")
-    result = run_cli(
-        ["fit", "--csv", str(csv), "--resamples", "4", "--jobs", "1", "--no-log"], workspace
-    )
+    args = ["fit", "--csv", str(csv), "--law", "chinchilla", "--resamples", "4", "--jobs", "1"]
+    result = run_cli([*args, "--no-log"], workspace)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("chinchilla: L(N, D) = 1.5 + 40·N^-0.3 + 120·D^-0.3")
@@ -117,6 +116,7 @@ def test_predict_from_a_fit_run_id_and_from_a_csv(fitted, tmp_path: Path) -> Non
     by_run = last_json(run_cli(["predict", "--fit", run_id, *query], ws))
     assert by_run["predictions"]["loss"]["value"] == pytest.approx(expected, rel=1e-3)
     csv = write_csv(tmp_path / "runs.csv")
+    query += ["--law", "chinchilla"]
     first = run_cli(["predict", "--csv", str(csv), *query], ws)
     assert "fitting chinchilla" in first.stderr  # fitted once...
     assert last_json(first)["predictions"]["loss"]["value"] == pytest.approx(expected, rel=1e-3)
@@ -271,7 +271,8 @@ def test_fit_of_an_experiment_takes_the_best_trial_of_each_cell(workspace: Works
         params=[Param(k, str(v)) for k, v in params.items()],
     )
     client.set_terminated(run.info.run_id)
-    args = ["fit", "--experiment", "trials", "--no-log", "--resamples", "4", "--jobs", "1"]
+    args = ["fit", "--experiment", "trials", "--law", "chinchilla", "--no-log"]
+    args += ["--resamples", "4", "--jobs", "1"]
     cells = last_json(run_cli([*args, "--json"], workspace))
     assert cells["data"]["n_runs"] == 15
     fitted = {k: v["estimate"] for k, v in cells["params"].items()}
@@ -418,3 +419,40 @@ def test_ui_refuses_a_port_in_use(workspace: Workspace) -> None:
         port = s.getsockname()[1]
         result = run_cli(["ui", "--port", str(port)], workspace)
     assert result.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in result.stderr
+
+
+def test_law_auto_is_the_default_and_says_which_law_and_why(
+    tmp_path: Path, workspace: Workspace
+) -> None:
+    from scalelab.analysis.chooser import stored_rule
+
+    csv = write_csv(tmp_path / "runs.csv")
+    args = ["fit", "--csv", str(csv), "--resamples", "4", "--jobs", "1", "--no-log"]
+    text = run_cli(args, workspace)
+    assert text.returncode == 0, text.stderr
+    line = text.stdout.splitlines()[0]
+    assert line.startswith("law auto: ") and "because" in line and stored_rule().describe() in line
+    out = last_json(run_cli([*args, "--json"], workspace))
+    choice = out["choice"]
+    assert out["requested"] == "auto" and out["law_key"] == choice["law_key"]
+    assert choice["form"] in line and choice["reason"] in line
+    # predict answers from the auto fit with the same line, its interval widened by the
+    # benchmark's form error beyond the fitted compute, and says so in --json.
+    query = ["predict", "--csv", str(csv), "--compute", "1e17"]
+    said = run_cli(query, workspace)
+    assert said.returncode == 0, said.stderr
+    assert line in said.stdout.splitlines()
+    answer = last_json(run_cli([*query, "--json"], workspace))
+    assert answer["fit"]["choice"] == choice
+    assert answer["calibration"]["decades"] > 0 and answer["calibration"]["per_decade"] > 0
+
+
+def test_backtest_auto_chooses_on_each_cut(tmp_path: Path, workspace: Workspace) -> None:
+    csv = write_csv(tmp_path / "runs.csv")
+    args = ["backtest", "--csv", str(csv), "--ratio", "10", "--resamples", "4", "--jobs", "1"]
+    result = run_cli(args, workspace)
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith("ratio 10: law auto chose ") for line in result.stdout.splitlines())
+    summary = last_json(run_cli([*args, "--json"], workspace))["summary"]
+    auto = next(s for s in summary if s["law"] == "auto")
+    assert auto["chosen"] and "rule" in auto["reason"]

@@ -154,7 +154,8 @@ def shared_sweep(factory: pytest.TempPathFactory) -> Sweep:
         make_study(storage)
         env = {**os.environ, "SCALELAB_HOME": str(ws.root)}
         env.pop("MLFLOW_TRACKING_URI", None)
-        args = ["fit", "--experiment", "syn", "--resamples", "8", "--jobs", "1", "--json"]
+        args = ["fit", "--experiment", "syn", "--law", "chinchilla", "--resamples", "8"]
+        args += ["--jobs", "1", "--json"]
         done = subprocess.run(
             [sys.executable, "-m", "scalelab", *args],
             capture_output=True,
@@ -279,3 +280,33 @@ def test_fit_record_round_trips_through_the_workspace_store(tmp_path: Path):
         assert a.outputs["loss"].lo == b.outputs["loss"].lo
     assert store.latest("syn", "kaplan") is None
     assert (store.path("syn").stat().st_mode & 0o777) == 0o644
+
+
+def test_a_record_written_before_law_auto_still_reads(tmp_path: Path):
+    fit = known_fit(tmp_path, resamples=4)
+    payload = fit.to_dict()
+    assert payload["requested"] == "chinchilla" and payload["choice"] is None
+    for key in ("requested", "choice", "form_error"):  # the fields issue 12 added
+        payload.pop(key)
+    old = StoredFit.from_dict(payload)
+    assert old.key == "chinchilla" and old.choice is None and old.form_error is None
+    answer = old.answer(params=1e8, tokens=2e10)
+    assert answer.calibration is None
+    assert answer.outputs["loss"].value == fit.law.predict(n_params=1e8, tokens=2e10)
+
+
+def test_auto_fits_are_filed_under_auto_and_widen_by_the_benchmarks_form_error(tmp_path: Path):
+    table = read_csv_table(write_csv(tmp_path / "runs.csv"))
+    auto = fit_table(table, experiment="syn", law="auto", n_resamples=4, n_jobs=1)
+    assert auto.key == "auto" and auto.choice is not None and auto.form_error is not None
+    assert auto.law_key == auto.choice.form.law_key
+    store = FitStore(Workspace.resolve(tmp_path / "ws"))
+    store.save(auto)
+    assert store.latest("syn", "auto").choice == auto.choice
+    far = 1e3 * auto.data["max_compute"]
+    answer = auto.answer(compute=far)
+    plain = auto.boot.predict(compute=far)
+    k = auto.form_error.per_decade(3.0, plain.level)
+    assert answer.calibration == pytest.approx({"per_decade": k, "decades": 3.0})
+    got = answer.outputs["loss"]
+    assert got.value == plain.value and got.lo < plain.lo and got.hi > plain.hi

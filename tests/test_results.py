@@ -95,7 +95,7 @@ def test_a_fit_logged_on_a_sweeps_parent_run_reads_back_as_a_fit(
     frame["compute"] = 6 * frame["n_params"] * frame["tokens"]
     frame["loss"] = 1.7 + 400 * frame["n_params"] ** -0.34 + 400 * frame["tokens"] ** -0.28
     stored = fits.fit_table(
-        runs.RunTable("test", frame), experiment="ladder", n_resamples=4, n_jobs=1
+        runs.RunTable("test", frame), experiment="ladder", law="chinchilla", n_resamples=4, n_jobs=1
     )
     client = tracking.client(workspace)
     parent = client.create_run(tracking.ensure_experiment("ladder", workspace)).info.run_id

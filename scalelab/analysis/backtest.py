@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalelab.analysis.bootstrap import bootstrap
+from scalelab.analysis.bootstrap import BootstrapResult, bootstrap
+from scalelab.analysis.calibration import stored_form_error
+from scalelab.analysis.chooser import Choice, choose_form, form_points
 from scalelab.analysis.fit import Engine, FitResult, fit_law
 from scalelab.analysis.intervals import DEFAULT_LEVEL, check_level, quantile_interval
-from scalelab.analysis.laws import Chinchilla, Law, make_law
+from scalelab.analysis.laws import Chinchilla, Law, law_for_key, make_law
 from scalelab.analysis.objectives import Objective
 from scalelab.analysis.runs import prepare_runs, resample_units
+from scalelab.vocab import AUTO_LAW
 
 BASELINE = "best_so_far"
 
@@ -90,6 +93,24 @@ def _score(
     return out
 
 
+def _interval(
+    boot: BootstrapResult,
+    test: pd.DataFrame,
+    choice: Choice | None,
+    max_compute: float,
+    level: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lo, hi, value) for the held-out runs; ``auto``'s widened by the form error."""
+    law = boot.fit.law
+    pred = boot.predict(**{v: test[v].to_numpy() for v in law.variables})
+    form_error = stored_form_error(AUTO_LAW) if choice is not None else None
+    if form_error is None:
+        return pred.lo, pred.hi, pred.value
+    decades = np.log10(test["compute"].to_numpy() / max_compute)
+    lo, hi = form_error.widen(pred.value, pred.lo, pred.hi, decades, level)
+    return lo, hi, pred.value
+
+
 def backtest(
     runs: pd.DataFrame,
     *,
@@ -108,7 +129,10 @@ def backtest(
 
     Args:
         runs: ``n_params``, ``tokens`` and/or ``compute``, ``loss`` (and optional ``run_id``).
-        laws: name → law template; default :func:`default_laws`.
+        laws: name → law template; default :func:`default_laws`. The value ``"auto"``
+            chooses the form on each cut's training runs (``chooser.choose_form``) and widens
+            its intervals by the benchmark's form error, as ``scalelab predict`` does; the
+            choice and its reason are in the summary's ``chosen`` and ``reason`` columns.
         factors: cuts at C_max/k (default k = 10, 100, 1000); or
         max_compute: absolute compute cut(s) in FLOPs.
         n_resamples, level, seed, n_jobs: bootstrap settings for the prediction intervals
@@ -119,10 +143,17 @@ def backtest(
     A law that cannot be fitted on a cut (e.g. too few runs) is skipped with a warning.
     """
     level = check_level(level)
-    templates = {k: make_law(v) for k, v in (laws or default_laws()).items()}
+    templates = {
+        k: AUTO_LAW if v == AUTO_LAW else make_law(v) for k, v in (laws or default_laws()).items()
+    }
     if BASELINE in templates:
         raise ValueError(f"'{BASELINE}' is reserved for the baseline")
-    needed = sorted({v for law in templates.values() for v in law.variables} | {"compute"})
+    needed = {"compute"} | {
+        v for law in templates.values() if isinstance(law, Law) for v in law.variables
+    }
+    if AUTO_LAW in templates.values():
+        needed |= {"n_params", "tokens"} & set(runs.columns)
+    needed = sorted(needed)
     df = prepare_runs(runs, needed, context="a backtest")
     base_cols = [c for c in ("run_id", "n_params", "tokens", "compute", "loss") if c in df]
 
@@ -139,16 +170,21 @@ def backtest(
         head = test[base_cols].assign(factor=factor, cut=cut)
         scored: dict[str, pd.DataFrame] = {}
         for name, law in templates.items():
+            choice = choose_form(train) if law == AUTO_LAW else None
+            points = train if choice is None else form_points(choice.form, train)
             try:
-                fit = fit_law(train, law, engine=engine, objective=objective)
+                template = law if choice is None else law_for_key(choice.form.law_key, train)
+                fit = fit_law(points, template, engine=engine, objective=objective)
                 boot = bootstrap(
-                    fit, train, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs
+                    fit, points, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs
                 )
             except (ValueError, RuntimeError) as err:
                 warnings.append(f"{label}, {name}: not fitted ({err})")
                 continue
-            pred = boot.predict(**{v: test[v].to_numpy() for v in law.variables})
-            scored[name] = _score(head, truth, pred.value, pred.lo, pred.hi)
+            lo, hi, value = _interval(boot, test, choice, float(points["compute"].max()), level)
+            scored[name] = _score(head, truth, value, lo, hi)
+            if choice is not None:
+                scored[name] = scored[name].assign(chosen=choice.form.name, reason=choice.reason)
             fits[f"{label}/{name}"] = fit
             warnings += [f"{label}, {name}: {w}" for w in boot.warnings]
         if baseline:
@@ -173,6 +209,8 @@ def backtest(
                     "factor": factor,
                     "cut": cut,
                     "law": name,
+                    "chosen": table["chosen"].iloc[0] if "chosen" in table else "",
+                    "reason": table["reason"].iloc[0] if "reason" in table else "",
                     "n_train": len(train),
                     "n_test": len(test),
                     "median_abs_rel_error": err.median(),

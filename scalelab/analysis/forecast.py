@@ -7,14 +7,17 @@ ladder at hand, so it is settled here by backtesting inside the ladder, never by
 the target:
 
 1. ``cell_table(runs)``: the best trial of each (size, budget) cell.
-2. ``select_law(cells)``: every candidate (a law, the points it is fitted to and how far down
-   the ladder it starts) is fitted without the largest budget, then without the two largest,
-   up to half the ladder, and scored by the root-mean-square log error of its predictions
-   for the best run of each held-out budget. The winner is refitted on the whole ladder.
-3. ``forecast(cells, target)``: the winner's prediction for the target run, with a bootstrap
-   interval widened by the candidate's own backtest error per decade of extrapolation: a
-   nominal interval that ignores error in the law's form under-covers when extrapolating.
-   The form error is the candidate's backtest RMS log error per decade, times the decades.
+2. ``select_law(cells)``: the form ``scalelab fit --law auto`` would choose, by the rule the
+   forecasting benchmark learned on published ladders (``scalelab.analysis.chooser``): a
+   ladder's own backtest could not tell the forms apart on the CPU ladder (RMS log errors
+   0.017-0.033 for all ten candidates, the frontier's noise) and chose one of the worst at
+   1000x (issue 12). Every candidate (a law, the points it is fitted to and how far down the
+   ladder it starts) is still backtested inside the ladder, fitted without the largest
+   budget, then the two largest, up to half the ladder, as a diagnostic;
+   ``select_law(cells, by="backtest")`` chooses by it, as the study did before.
+3. ``forecast(cells, target)``: the chosen law's prediction for the target run, with its
+   bootstrap interval combined with the benchmark's form error per decade of extrapolation
+   (``scalelab.analysis.calibration``), the interval ``scalelab predict`` gives.
 4. ``curve_shape`` / ``predict_curve``: loss curves of compute-optimal runs with one schedule
    collapse once normalised by their final loss (Qiu et al. 2025, "Scaling collapse"):
    ``(L(f·D) − E) / (L(D) − E)`` depends on the fraction ``f`` of training only, so the
@@ -37,9 +40,11 @@ import numpy as np
 import pandas as pd
 
 from scalelab.analysis.bootstrap import bootstrap
+from scalelab.analysis.calibration import stored_form_error
+from scalelab.analysis.chooser import Choice, choose_form
 from scalelab.analysis.fit import fit_law
-from scalelab.analysis.laws import Chinchilla, Law, PlateauLaw, PowerLaw
-from scalelab.vocab import compute_6nd
+from scalelab.analysis.laws import Chinchilla, Law, OddsLaw, PlateauLaw, PowerLaw
+from scalelab.vocab import AUTO_LAW, compute_6nd
 
 Points = Literal["frontier", "cells"]
 LEVEL = 0.9
@@ -232,6 +237,7 @@ def backtest_candidate(candidate: Candidate, cells: pd.DataFrame) -> list[Backte
 class Selection:
     chosen: Candidate
     backtests: list[Backtest]
+    choice: Choice | None = None  # the benchmark rule's choice, when it chose
 
     def table(self) -> pd.DataFrame:
         """One row per candidate: its held-out errors and their root mean square."""
@@ -272,19 +278,40 @@ def _rms(backtests: list[Backtest]) -> float:
     return math.sqrt(np.mean([b.log_error**2 for b in backtests]))
 
 
-def select_law(cells: pd.DataFrame) -> Selection:
-    """The candidate whose held-out predictions have the smallest root-mean-square log error
-    (fewer parameters break ties)."""
+def rule_candidate(choice: Choice, plateau: float | None) -> Candidate:
+    """The study's candidate for a form the chooser picked (fitted from the first budget)."""
+    form = choice.form
+    if form.points == "all":
+        law = Chinchilla(irreducible=form.law_key != "chinchilla_no_e")
+        return Candidate(f"Chinchilla L(N, D), N non-embedding ({form.name})", law, "cells")
+    if form.law_key == "odds":
+        law = OddsLaw() if plateau is None else PlateauLaw(plateau=plateau, irreducible=False)
+    else:
+        law = PowerLaw(variable="compute", irreducible=form.law_key == "compute")
+    return Candidate(f"{form.summary} ({form.name})", law, "frontier")
+
+
+def select_law(cells: pd.DataFrame, by: Literal["rule", "backtest"] = "rule") -> Selection:
+    """The candidate ``scalelab fit --law auto`` would choose (``by="rule"``), or the one whose
+    in-ladder held-out predictions have the smallest root-mean-square log error (fewer
+    parameters break ties); every candidate's backtest is kept as a diagnostic."""
     n_budgets = cells["budget"].nunique()
     if n_budgets < 3:
         raise ValueError(f"a ladder needs at least 3 budgets to backtest; got {n_budgets}")
     plateau = float(cells["unigram"].iloc[0]) if "unigram" in cells else math.nan
-    tried = candidates(n_budgets, plateau if math.isfinite(plateau) else None)
+    known = plateau if math.isfinite(plateau) else None
+    choice = None
+    tried = candidates(n_budgets, known)
+    if by == "rule":
+        choice = choose_form(cells.assign(compute=compute_6nd(cells["n_params"], cells["tokens"])))
+        tried = [rule_candidate(choice, known), *tried]
     results = {c: b for c in tried if (b := backtest_candidate(c, cells))}
     if not results:
         raise ValueError("no candidate law could be backtested on this ladder")
     chosen = min(results, key=lambda c: (_rms(results[c]), len(c.law.param_names)))
-    return Selection(chosen, [b for bs in results.values() for b in bs])
+    if choice is not None:
+        chosen = tried[0]
+    return Selection(chosen, [b for bs in results.values() for b in bs], choice)
 
 
 @dataclass
@@ -321,11 +348,12 @@ def forecast(
     ``compute_full``) with the selected law fitted on the whole ladder.
 
     The interval combines, in log space, the bootstrap interval of the fit (resampling the
-    points it was fitted to) and the law-form error the backtest measured, scaled from the
-    backtest's extrapolation distance to this one in decades of compute. It is then widened
-    to cover the prediction of every *rival*: a candidate whose backtest error is within
-    ``RIVAL_FACTOR`` of the chosen one's. A ladder that cannot tell two laws apart gives no
-    reason to trust one of them where they disagree.
+    points it was fitted to) and a law-form error per decade of compute beyond the ladder
+    (6·N·D, as ``scalelab predict`` counts it): the forecasting benchmark's conformal term
+    for ``auto`` when the rule chose, else the chosen law's own in-ladder backtest error
+    per decade. The predictions of the *rivals* (candidates whose backtest error is within
+    ``RIVAL_FACTOR`` of the chosen one's) are reported in ``extra``; with ``by="backtest"``
+    they also widen the interval, as they did before the benchmark existed.
     """
     chosen = selection.chosen
     data = chosen.data(cells)
@@ -337,7 +365,13 @@ def forecast(
     boot_half = max(abs(math.log(float(p.hi) / point)), abs(math.log(point / float(p.lo))))
     largest = float(frontier(cells)[chosen.compute_column].max())
     decades = math.log10(float(target[chosen.compute_column]) / largest)
-    form_half = Z_LEVEL * selection.error_per_decade(chosen) * max(decades, 0.0)
+    form_error = stored_form_error(AUTO_LAW) if selection.choice is not None else None
+    if form_error is not None:
+        decades = math.log10(float(target["compute"]) / float(cells["compute"].max()))
+        per_decade = form_error.per_decade(decades, LEVEL)
+    else:
+        per_decade = Z_LEVEL * selection.error_per_decade(chosen)
+    form_half = per_decade * max(decades, 0.0)
     half = math.hypot(boot_half, form_half)
     lo, hi = point * math.exp(-half), point * math.exp(half)
     rivals = {
@@ -352,15 +386,18 @@ def forecast(
         candidate=f"{chosen.name} (from budget {chosen.skip + 1})",
         law=fit.law.to_dict(),
         loss=point,
-        lo=min([lo, *rivals.values()]),
-        hi=max([hi, *rivals.values()]),
+        lo=lo if selection.choice is not None else min([lo, *rivals.values()]),
+        hi=hi if selection.choice is not None else max([hi, *rivals.values()]),
         level=LEVEL,
         boot_halfwidth=boot_half,
         form_halfwidth=form_half,
         decades=decades,
         naive_loss=float(naive),
         ladder_max_compute=largest,
-        extra={"rivals": rivals},
+        extra={
+            "rivals": rivals,
+            "choice": None if selection.choice is None else selection.choice.to_dict(),
+        },
     )
 
 

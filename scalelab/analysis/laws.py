@@ -31,6 +31,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from scipy.optimize import brentq
 
+from scalelab.vocab import AUTO_LAW
+
 Variable = Literal["n_params", "tokens", "compute"]
 VARIABLES: tuple[str, ...] = ("n_params", "tokens", "compute")
 SYMBOLS: dict[str, str] = {"n_params": "N", "tokens": "D", "compute": "C"}
@@ -597,8 +599,65 @@ class PlateauLaw(Law):
         return np.array(list(itertools.product(log_e, c0, alpha)))
 
 
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class OddsLaw(Law):
+    """L(C) = L0 / (1 + (C/C0)^alpha), with the plateau L0 fitted: a power law in the odds.
+
+    Equivalently L0/L − 1 = (C/C0)^alpha, whose log-log slope −alpha·(1 − L/L0) steepens as
+    the loss falls below L0 (the bend tiny models leave the unigram plateau through), and
+    tends to a pure power law A·C^-alpha when L ≪ L0. ``PlateauLaw(irreducible=False)`` is
+    the same form with L0 fixed at the corpus's unigram entropy; this one is for runs whose
+    plateau is not known (published ladders). There is no irreducible term.
+    """
+
+    name: ClassVar[str] = "odds"
+    irreducible: bool = False
+    L0: float = math.nan
+    C0: float = math.nan
+    alpha: float = math.nan
+
+    def __post_init__(self) -> None:
+        if self.irreducible:
+            raise ValueError("the odds law has no irreducible term")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return ("compute",)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return ("L0", "C0", "alpha")
+
+    @property
+    def log_params(self) -> frozenset[str]:
+        return frozenset({"L0", "C0"})
+
+    def formula(self) -> str:
+        return "{L0} / (1 + (C/{C0})^{alpha})"
+
+    def log_model(self, theta, z, jac=False):
+        theta = np.asarray(theta, dtype=float)
+        log_l0, c0, alpha = (theta[..., i, None] for i in range(3))
+        x = alpha * (z[0] - c0)
+        out = log_l0 - np.logaddexp(0.0, x)  # log L0 − log(1 + e^x)
+        if not jac:
+            return out
+        s = 0.5 * (1.0 + np.tanh(0.5 * x))  # e^x / (1 + e^x), without overflow
+        return out, np.stack([np.ones_like(x), alpha * s, -(z[0] - c0) * s])
+
+    def theta_bounds(self):
+        return [(-3.0, 5.0), (0.0, 120.0), (1e-3, 5.0)]
+
+    def theta_grid(self):
+        log_l0 = np.log([1.5, 2.5, 4.0, 7.0, 12.0])
+        c0 = np.arange(5.0, 70.0, 5.0)
+        alpha = np.array([0.05, 0.1, 0.2, 0.35, 0.5, 0.8])
+        return np.array(list(itertools.product(log_l0, c0, alpha)))
+
+
 LAWS: dict[str, type[Law]] = {
-    cls.name: cls for cls in (PowerLaw, Chinchilla, KaplanJoint, PlateauLaw)
+    cls.name: cls for cls in (PowerLaw, Chinchilla, KaplanJoint, PlateauLaw, OddsLaw)
 }
 
 
@@ -643,6 +702,15 @@ def _plateau(context: Mapping[str, float]) -> float:
     return value
 
 
+def _odds(context: Mapping[str, float]) -> Law:
+    # With the corpus's unigram entropy known, L0 is fixed there (the issue-12 odds law);
+    # published ladders do not report it, so L0 is fitted.
+    try:
+        return PlateauLaw(plateau=_plateau(context), irreducible=False)
+    except ValueError:
+        return OddsLaw()
+
+
 # One entry per name: a new law is a Law subclass above and a line here.
 LAW_KEYS: dict[str, LawKey] = {
     k.key: k
@@ -669,15 +737,35 @@ LAW_KEYS: dict[str, LawKey] = {
             "E + (L0 − E)/(1 + (C/C0)^alpha), L0 the corpus's unigram entropy",
             lambda ctx: PlateauLaw(plateau=_plateau(ctx)),
         ),
+        LawKey(
+            "odds",
+            "L0/(1 + (C/C0)^alpha), i.e. L0/L − 1 = (C/C0)^alpha; L0 the unigram entropy "
+            "when the runs carry it, else fitted",
+            _odds,
+        ),
+        LawKey(
+            "chinchilla_no_e",
+            "A·N^-alpha + B·D^-beta (Chinchilla without E)",
+            lambda _: Chinchilla(irreducible=False),
+        ),
+        LawKey(
+            "compute_no_e",
+            "A·C^-alpha (a pure power law in compute)",
+            lambda _: PowerLaw(variable="compute", irreducible=False),
+        ),
     )
 }
 
 
 def check_law_key(key: str) -> str:
-    """``key`` if it names a law of :data:`LAW_KEYS`, else ``ValueError`` listing them."""
-    if key not in LAW_KEYS:
+    """``key`` if it names a law of :data:`LAW_KEYS` or is ``auto`` (the form chosen by the
+    forecasting benchmark's rule, ``scalelab.analysis.chooser``), else ``ValueError``."""
+    if key != AUTO_LAW and key not in LAW_KEYS:
         listed = "; ".join(f"{k.key} ({k.summary})" for k in LAW_KEYS.values())
-        raise ValueError(f"--law must be one of: {listed}; got {key!r}")
+        raise ValueError(
+            f"--law must be one of: {AUTO_LAW} (chosen from the runs by the forecasting "
+            f"benchmark's rule); {listed}; got {key!r}"
+        )
     return key
 
 
@@ -689,4 +777,6 @@ def law_for_key(key: str, runs: Any = None) -> Law:
         values = values[np.isfinite(values)]
         if len(values):
             context["unigram"] = float(np.median(values))
-    return LAW_KEYS[check_law_key(key)].build(context)
+    if check_law_key(key) == AUTO_LAW:
+        raise ValueError(f"{AUTO_LAW} is resolved by scalelab.analysis.chooser.choose_law")
+    return LAW_KEYS[key].build(context)

@@ -47,7 +47,7 @@ def dashboard(
         str | None, typer.Option(help="Optuna study, or sweep name for all its cells' studies.")
     ] = None,
     law: Annotated[
-        str | None, typer.Option(help="Law to fit (default: the definition's, else chinchilla).")
+        str | None, typer.Option(help="Law to fit (default: the definition's, else auto).")
     ] = None,
     out: Annotated[
         Path | None,

@@ -18,6 +18,7 @@ import typer
 
 from scalelab.cli import common
 from scalelab.cli.common import TrackingOpt, UsageError, WorkspaceOpt, at_least, user_input
+from scalelab.vocab import AUTO_LAW, DEFAULT_LAW
 
 if TYPE_CHECKING:
     from scalelab.results.fits import StoredFit
@@ -46,8 +47,9 @@ AllTrialsOpt = Annotated[
 LawOpt = Annotated[
     str,
     typer.Option(
-        help="Scaling law, e.g. chinchilla (E+A/N^a+B/D^b) or compute (E+A/C^a); "
-        "a wrong name lists them all."
+        help="Scaling law: auto (the form chosen from the runs by the forecasting benchmark's "
+        "rule; it says which and why), or e.g. chinchilla (E+A/N^a+B/D^b), compute (E+A/C^a), "
+        "odds (L0/(1+(C/C0)^a)); a wrong name lists them all."
     ),
 ]
 CorpusOpt = Annotated[str | None, typer.Option(help="Keep runs on this corpus hash only.")]
@@ -154,7 +156,7 @@ def fit(
     csv: CsvOpt = None,
     csv_format: CsvFormatOpt = "auto",
     all_trials: AllTrialsOpt = False,
-    law: LawOpt = "chinchilla",
+    law: LawOpt = DEFAULT_LAW,
     exclude_before: Annotated[
         float | None,
         typer.Option(
@@ -211,6 +213,8 @@ def fit(
     if json_out:
         _echo_json(_fit_payload(stored, dashboard_path))
         return
+    if stored.choice is not None:
+        typer.echo(stored.choice.line())
     for line in stored.summary_lines():
         typer.echo(line)
     if stored.run_id:
@@ -227,6 +231,9 @@ def _fit_payload(stored: StoredFit, dashboard_path: Path | None) -> dict[str, An
         "experiment": stored.experiment,
         "run_id": stored.run_id,
         "law": stored.law.to_dict(),
+        "law_key": stored.law_key,
+        "requested": stored.key,
+        "choice": None if stored.choice is None else stored.choice.to_dict(),
         "formula": str(stored.law),
         "params": {
             k: {"estimate": r.estimate, "lo": r.lo, "hi": r.hi, "se": r.se}
@@ -308,7 +315,8 @@ def predict(
     law: Annotated[
         str | None,
         typer.Option(
-            help="Use the latest fit with this law (default: the latest fit; chinchilla for --csv)."
+            help="Use the latest fit with this law, or auto (default: the latest fit; "
+            "auto for --csv)."
         ),
     ] = None,
     level: Annotated[
@@ -347,6 +355,8 @@ def predict(
             "experiment": stored.experiment,
             "run_id": stored.run_id,
             "law": stored.law.to_dict(),
+            "law_key": stored.law_key,
+            "choice": None if stored.choice is None else stored.choice.to_dict(),
             "created": stored.created,
             "max_compute": stored.data["max_compute"],
             "warnings": list(stored.boot.warnings),
@@ -355,6 +365,8 @@ def predict(
     else:
         for line in answer.lines():
             typer.echo(line)
+        if stored.choice is not None:
+            typer.echo(stored.choice.line())
         origin = f"run {stored.run_id}" if stored.run_id else "not logged"
         typer.echo(f"fit: {stored.law} ({stored.experiment}, {origin}, {stored.created})")
     for warning in answer.warnings:
@@ -371,7 +383,6 @@ def _find_fit(
 ) -> StoredFit:
     from scalelab.analysis.laws import check_law_key
     from scalelab.results.fits import FitStore
-    from scalelab.vocab import DEFAULT_LAW
 
     if law is not None:
         check_law_key(law)
@@ -430,7 +441,8 @@ def backtest(
     law: Annotated[
         list[str] | None,
         typer.Option(
-            help="Laws to test (repeatable) (default: chinchilla and chinchilla without E)."
+            help="Laws to test (repeatable); auto chooses the form on each cut's runs and "
+            "calibrates its intervals as predict does (default: auto)."
         ),
     ] = None,
     resamples: ResamplesOpt = 200,
@@ -454,7 +466,8 @@ def backtest(
         ws, table = _open_runs(
             source, workspace, tracking_uri, resamples=resamples, jobs=jobs, curves=False
         )
-        laws = None if not law else {k: law_for_key(k, table.runs) for k in law}
+        keys = law or [DEFAULT_LAW]
+        laws = {k: k if k == AUTO_LAW else law_for_key(k, table.runs) for k in keys}
         result = run_backtest(
             table.runs, laws=laws, factors=ratio, n_resamples=resamples, level=level, n_jobs=jobs
         )
@@ -473,6 +486,9 @@ def backtest(
         f"above it ({result.level:.0%} prediction intervals)"
     )
     typer.echo(_backtest_table(result.summary))
+    for _, row in result.summary.iterrows():
+        if row.get("reason"):
+            typer.echo(f"ratio {row['factor']:g}: law auto chose {row['chosen']}: {row['reason']}")
     for warning in result.warnings:
         _warn(warning)
 
@@ -495,6 +511,11 @@ _PERCENT_COLUMNS = ("median_abs_rel_error", "max_abs_rel_error", "mean_rel_error
 
 def _backtest_table(summary: Any) -> str:
     """The backtest summary (a DataFrame) as a text table, one row per ratio and law."""
+    if "chosen" in summary:
+        chosen = summary["chosen"].fillna("")
+        summary = summary.assign(
+            law=summary["law"].where(chosen == "", summary["law"] + " → " + chosen)
+        )
     shown = summary.assign(
         factor=summary["factor"].map(lambda f: f"{f:g}"),
         cut=summary["cut"].map(lambda c: f"{c:.3g}"),

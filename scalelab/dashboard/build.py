@@ -23,6 +23,7 @@ from scalelab.dashboard.definition import (
 )
 from scalelab.results.fits import FitStore, StoredFit, fit_table, write_json_atomic
 from scalelab.results.runs import RunTable
+from scalelab.vocab import AUTO_LAW
 from scalelab.workspace import Workspace
 
 CURVE_PANELS = ("curves_tokens", "curves_compute")
@@ -141,7 +142,11 @@ def _backtest_for(
     )
     result = backtest(
         view.table.runs,
-        laws={definition.law: law_for_key(definition.law, view.table.runs)},
+        laws={
+            definition.law: definition.law
+            if definition.law == AUTO_LAW
+            else law_for_key(definition.law, view.table.runs)
+        },
         factors=settings.ratios,
         n_resamples=settings.resamples,
         level=definition.level,

@@ -3,7 +3,7 @@
 A definition needs no code. Example (``dashboards/*.yaml`` ship more)::
 
     title: My sweep against Chinchilla
-    law: chinchilla                  # a law name: scalelab fit --law (chinchilla, compute, ...)
+    law: auto                        # scalelab fit --law: auto (the default), chinchilla, ...
     sources:
       - experiment: my-sweep         # an MLflow experiment of the workspace...
         optuna: {storage: "sqlite:///scalelab-runs/optuna.db", study: my-sweep}

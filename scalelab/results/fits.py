@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,12 @@ from scalelab.analysis import (
 )
 from scalelab.analysis.laws import check_law_key, law_for_key
 from scalelab.results.runs import RunTable
-from scalelab.vocab import DEFAULT_LAW, compute_6nd
+from scalelab.vocab import AUTO_LAW, DEFAULT_LAW, compute_6nd
 from scalelab.workspace import Workspace
+
+if TYPE_CHECKING:  # imported where used: ``scalelab predict`` reads a record, no more
+    from scalelab.analysis.calibration import FormError
+    from scalelab.analysis.chooser import Choice
 
 # Past this factor beyond the largest fitted compute a prediction is flagged as extrapolating.
 EXTRAPOLATION_WARN = 1000.0
@@ -66,9 +70,11 @@ class Answer:
     outputs: dict[str, Prediction]
     extrapolation: float
     warnings: list[str] = field(default_factory=list)
+    calibration: dict[str, float] | None = None  # the form-error term that widened the loss
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "calibration": self.calibration,
             "question": self.question,
             "inputs": self.inputs,
             "predictions": {k: v.to_dict() for k, v in self.outputs.items()},
@@ -94,6 +100,12 @@ class Answer:
                 f"  {label:>8} {p.value:.5g} {units.get(name, '')}  "
                 f"({p.level:.0%} {p.kind} interval {p.lo:.4g} to {p.hi:.4g})"
             )
+        if self.calibration is not None:
+            c = self.calibration
+            out.append(
+                f"  the loss interval includes the law-form error measured on the forecasting "
+                f"benchmark: {c['per_decade']:.3g} (log) per decade x {c['decades']:.2f} decades"
+            )
         return out
 
 
@@ -108,10 +120,20 @@ class StoredFit:
     allocation: AllocationFit | None = None
     run_id: str | None = None
     created: str = ""
+    # Added by issue 12 (records written before read with these defaults): the law asked
+    # for (``auto`` or a key), what auto chose and why, and the benchmark's form-error term.
+    requested: str = ""
+    choice: Choice | None = None
+    form_error: FormError | None = None
 
     @property
     def law(self) -> Law:
         return self.boot.fit.law
+
+    @property
+    def key(self) -> str:
+        """The law as asked for (``auto`` or a law key): what the fit is filed under."""
+        return self.requested or self.law_key
 
     @property
     def exclude_before(self) -> float | None:
@@ -128,6 +150,9 @@ class StoredFit:
             "data": self.data,
             "bootstrap": self.boot.to_dict(),
             "allocation": None if self.allocation is None else self.allocation.to_dict(),
+            "requested": self.key,
+            "choice": None if self.choice is None else self.choice.to_dict(),
+            "form_error": None if self.form_error is None else self.form_error.to_dict(),
         }
 
     @classmethod
@@ -137,6 +162,9 @@ class StoredFit:
                 f"fit record has schema {payload.get('schema')!r}; this version "
                 f"reads {SCHEMA_VERSION}: refit with scalelab fit"
             )
+        from scalelab.analysis.calibration import FormError
+        from scalelab.analysis.chooser import Choice
+
         alloc = payload.get("allocation")
         return cls(
             experiment=payload["experiment"],
@@ -146,6 +174,11 @@ class StoredFit:
             allocation=None if alloc is None else AllocationFit.from_dict(alloc),
             run_id=payload.get("run_id"),
             created=payload.get("created", ""),
+            requested=payload.get("requested", ""),
+            choice=None if payload.get("choice") is None else Choice.from_dict(payload["choice"]),
+            form_error=None
+            if payload.get("form_error") is None
+            else FormError.from_dict(payload["form_error"]),
         )
 
     def param_table(self) -> pd.DataFrame:
@@ -261,9 +294,13 @@ class StoredFit:
             if self.allocation is not None:
                 outputs["n_params"] = self.allocation.n_opt(compute, level=level)
                 outputs["tokens"] = self.allocation.tokens_opt(compute, level=level)
-            outputs["loss"] = self.boot.predict(compute=compute, level=level)
+            outputs["loss"], calibration = self._calibrated(
+                self.boot.predict(compute=compute, level=level), compute
+            )
             ratio, warnings = self._extrapolation("compute", compute)
-            return Answer("compute_optimal", {"compute": compute}, outputs, ratio, warnings)
+            return Answer(
+                "compute_optimal", {"compute": compute}, outputs, ratio, warnings, calibration
+            )
         if variables == ("compute",):
             raise ValueError("the compute law is a law of C: give --compute")
         missing = [_FLAG[v] for v in variables if v not in given]
@@ -275,14 +312,60 @@ class StoredFit:
                 + (f"; {', '.join(extra)} does not apply" if extra else "")
             )
         inputs = {v: float(given[v]) for v in variables}
-        outputs["loss"] = self.boot.predict(**inputs, level=level)
+        prediction = self.boot.predict(**inputs, level=level)
         if variables == ("n_params", "tokens"):
             c = compute_6nd(inputs["n_params"], inputs["tokens"])
             inputs["compute"] = c
             ratio, warnings = self._extrapolation("compute", c)
         else:
             ratio, warnings = self._extrapolation(variables[0], inputs[variables[0]])
-        return Answer("loss", inputs, outputs, ratio, warnings)
+        calibration = None
+        if "compute" in inputs:
+            prediction, calibration = self._calibrated(prediction, inputs["compute"])
+        outputs["loss"] = prediction
+        return Answer("loss", inputs, outputs, ratio, warnings, calibration)
+
+    def _calibrated(
+        self, prediction: Prediction, compute: float
+    ) -> tuple[Prediction, dict[str, float] | None]:
+        """The loss interval combined with the benchmark's form error for this distance of
+        extrapolation (``scalelab.analysis.calibration``); unchanged without one."""
+        if self.form_error is None:
+            return prediction, None
+        decades = math.log10(compute / float(self.data["max_compute"]))
+        if decades <= 0:
+            return prediction, None
+        k = self.form_error.per_decade(decades, prediction.level)
+        lo, hi = self.form_error.widen(
+            prediction.value, prediction.lo, prediction.hi, decades, prediction.level
+        )
+        widened = replace(prediction, lo=float(lo), hi=float(hi))
+        return widened, {"per_decade": k, "decades": decades}
+
+
+def _what_to_fit(
+    table: RunTable, law: str, exclude_before: float | None
+) -> tuple[str, pd.DataFrame, Choice | None, FormError | None]:
+    """(law key, points, auto's choice, the benchmark's form-error term) for ``fit_table``."""
+    from scalelab.analysis.calibration import stored_form_error
+    from scalelab.analysis.chooser import FORMS, choose_form, form_points
+
+    if law == AUTO_LAW:
+        has_curves = table.curves is not None and not table.curves.empty
+        choice = choose_form(table.runs, has_curves=has_curves)
+        form = choice.form
+        # The record stays filed under the checkpoints the user asked for (its cache key);
+        # the choice says when auto fitted checkpoints instead.
+        cut = form.exclude_before if exclude_before is None else exclude_before
+        points = table.fit_points(cut) if cut is not None else form_points(form, table.runs)
+        return form.law_key, points, choice, stored_form_error(AUTO_LAW)
+    measured = [
+        f.name
+        for f in FORMS.values()
+        if f.law_key == law and f.points == "all" and f.exclude_before == exclude_before
+    ]
+    form_error = stored_form_error(measured[0]) if measured else None
+    return law, table.fit_points(exclude_before), None, form_error
 
 
 def fit_table(
@@ -296,18 +379,24 @@ def fit_table(
     seed: int = 0,
     n_jobs: int = 2,
 ) -> StoredFit:
-    """Fit ``law`` (a key of ``scalelab.analysis.laws.LAW_KEYS``) to the runs, bootstrap it
-    and allocate compute."""
+    """Fit ``law`` (a key of ``scalelab.analysis.laws.LAW_KEYS``, or ``auto``) to the runs,
+    bootstrap it and allocate compute.
+
+    ``auto`` chooses the form by the forecasting benchmark's rule (``choose_form``) and
+    stores the choice and its reason. Loss intervals of a form the benchmark measured (every
+    ``auto`` choice; an explicit law fitted as a benchmark form was) are widened by its
+    form-error term per decade of extrapolation when answering.
+    """
     check_law_key(law)
-    points = table.fit_points(exclude_before)
-    template = law_for_key(law, table.runs)
+    law_key, points, choice, form_error = _what_to_fit(table, law, exclude_before)
+    template = law_for_key(law_key, table.runs)
     try:
         fit = fit_law(points, template)
         boot = bootstrap(
             fit, points, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs
         )
     except RuntimeError as err:  # the optimiser failed on these data: report it, not a crash
-        raise ValueError(f"the {law} fit to {table.source} failed: {err}") from err
+        raise ValueError(f"the {law_key} fit to {table.source} failed: {err}") from err
     allocation = compute_optimal(boot) if fit.law.variables == ("n_params", "tokens") else None
     runs = table.runs
     data = {
@@ -323,11 +412,14 @@ def fit_table(
     }
     return StoredFit(
         experiment=experiment,
-        law_key=law,
+        law_key=law_key,
         boot=boot,
         data=data,
         allocation=allocation,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        requested=law,
+        choice=choice,
+        form_error=form_error,
     )
 
 
@@ -384,15 +476,15 @@ class FitStore:
         latest = self.path(fit.experiment)
         for path in (
             latest,
-            self.path(fit.experiment, fit.law_key),
-            self.data_path(fit.data["fingerprint"], fit.law_key, fit.exclude_before),
+            self.path(fit.experiment, fit.key),
+            self.data_path(fit.data["fingerprint"], fit.key, fit.exclude_before),
         ):
             write_json_atomic(path, payload)
         return latest
 
     def save_for_data(self, fit: StoredFit) -> Path:
         """Write ``fit`` under its data only (a fit made for a dashboard, not logged)."""
-        path = self.data_path(fit.data["fingerprint"], fit.law_key, fit.exclude_before)
+        path = self.data_path(fit.data["fingerprint"], fit.key, fit.exclude_before)
         write_json_atomic(path, fit.to_dict())
         return path
 

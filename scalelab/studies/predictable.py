@@ -7,7 +7,8 @@ forecast to MLflow, then train that run and score the forecast.
    compute budget's best size sits at the edge of the sizes tried, a small extension sweep with
    a size beyond it (``<name>-x1``, ``-x2``...; the smallest shape, one layer of width 8,
    cannot shrink);
-2. picks the law and fit range by backtesting inside the ladder
+2. picks the law as ``scalelab fit --law auto`` does, by the forecasting benchmark's rule,
+   and backtests every candidate inside the ladder as a diagnostic
    (``scalelab.analysis.forecast.select_law``);
 3. plans each target from the ladder alone: N from the IsoFLOP optima extrapolated in compute,
    D from the full FLOPs per token, the learning rate and batch size from power laws fitted
@@ -438,7 +439,7 @@ def run_study(
     runs = ladder_runs(spec.experiment_name, sweeps, workspace)
     cells = cell_table(runs)
     selection = select_law(cells)
-    echo(f"law chosen by backtest: {selection.chosen.name} from budget {selection.chosen.skip + 1}")
+    echo(selection.choice.line() if selection.choice else f"law: {selection.chosen.name}")
     outcomes = []
     for compute in sorted(targets):
         outcome = run_target(spec, cells, selection, compute, workspace, echo=echo)

@@ -89,7 +89,9 @@ def fit_and_log(sweep: Sweep, results: pd.DataFrame, echo: Callable[[str], None]
     fits.FitStore(workspace).save(fit)
     if parent:
         fits.log_fit_summary(parent, fit, workspace)
-    echo(f"{DEFAULT_LAW} fit to the best run of each of {len(table.runs)} cells:")
+    echo(f"{fit.law_key} fit to the best run of each of {len(table.runs)} cells:")
+    if fit.choice is not None:
+        echo(fit.choice.line())
     for line in fit.summary_lines():
         echo(line)
     echo(f"stored as MLflow fit run {fit.run_id}: scalelab predict --experiment {experiment} ...")
