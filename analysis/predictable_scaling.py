@@ -1,7 +1,7 @@
 """Predictable scaling on one machine: forecast runs 10x, 100x and 1000x beyond a ladder.
 
-Trains the ladder of ``sweeps/predictable-scaling.yaml`` (or ``--spec``), picks the law by
-backtesting inside it, logs each forecast to MLflow, then trains the targets and writes
+Trains the ladder of ``sweeps/predictable-scaling.yaml`` (or ``--spec``), picks the law as
+``--law auto`` does, logs each forecast to MLflow, then trains the targets and writes
 ``analysis/predictable-scaling.md`` with its figure. Everything is resumable: run the same
 command again after a crash.
 
@@ -268,6 +268,12 @@ def figure(study: dict) -> go.Figure:
     return fig
 
 
+def _choice_line(selection) -> str:
+    if selection.choice is None:
+        return "none (chosen by the in-ladder backtest)"
+    return selection.choice.line().removeprefix("law auto: ")
+
+
 def write_report(study: dict, command: str) -> Path:
     cells, selection, outcomes = study["cells"], study["selection"], study["outcomes"]
     spec = study["spec"]
@@ -320,12 +326,15 @@ def write_report(study: dict, command: str) -> Path:
         f"The naive columns fit the GPT-4 form E + A·C^-α to the best run per budget with "
         f"compute counted as 6·N·D ({NAIVE.name}).",
         "",
-        "## The law, chosen by backtest inside the ladder",
+        "## The law, and the backtest inside the ladder",
         "",
-        "Each candidate was fitted without the largest ladder budget, then without the two "
-        "largest, and so on up to half the budgets, and scored by the root-mean-square log "
-        "error of its predictions for the best run of each held-out budget (errors listed "
-        f"in that order). Chosen: **{main.forecast.candidate}**:",
+        "The law is the one `scalelab fit --law auto` chooses, by the rule the forecasting "
+        "benchmark learned on published ladders (`analysis/forecast-benchmark.md`): "
+        f"{_choice_line(selection)}. Each candidate was also fitted without the largest "
+        "ladder budget, then without the two largest, and so on up to half the budgets, and "
+        "scored by the root-mean-square log error of its predictions for the best run of "
+        "each held-out budget (errors listed in that order), as a diagnostic. "
+        f"Chosen: **{main.forecast.candidate}**:",
         "",
         "```",
         f"{law['law']} {law['config']}: "
@@ -340,8 +349,9 @@ def write_report(study: dict, command: str) -> Path:
         markdown_table(bt),
         "",
         "Interval: the bootstrap interval of the chosen fit (resampling its points) combined "
-        "in log space with the chosen law's own backtest error per decade of extrapolation, "
-        "scaled to the target's distance (1.645 × RMS log error per decade × decades).",
+        "in log space with a law-form error per decade of extrapolation times the decades: "
+        "the forecasting benchmark's conformal term, as `scalelab predict` uses (or, for a "
+        "law chosen by the in-ladder backtest, 1.645 × its RMS log error per decade).",
         "",
         markdown_table(
             pd.DataFrame(
