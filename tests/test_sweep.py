@@ -253,7 +253,7 @@ def test_nan_trial_fails_with_its_reason_and_the_sweep_completes(workspace: Work
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == failed.user_attrs["failure_reason"]
     assert run.data.tags["trial"] == str(failed.number)
-    assert any("no chinchilla fit" in line for line in lines)  # one point: the reason is said
+    assert any("no auto fit" in line for line in lines)  # one point: the reason is said
 
 
 def test_a_pruned_trial_is_reported_by_tokens_and_its_run_killed(workspace: Workspace) -> None:
