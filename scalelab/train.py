@@ -13,6 +13,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from scalelab.resources import check_resources
 from scalelab.training.config import (
     RepeatedDataError,
     TrainConfig,
@@ -106,6 +107,7 @@ def train(
     workspace = (workspace or Workspace.resolve()).ensure()
     data = prepare(cfg.corpus, cfg.tokenizer, cache_dir=workspace.cache_dir)
     model_cfg = cfg.model_cfg(data.vocab_size)
+    check_resources(cfg, model_cfg)  # before the run exists: a refusal leaves nothing RUNNING
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     steps, tokens, val_every_steps = budget(cfg)

@@ -471,3 +471,38 @@ def test_unrunnable_specs_are_refused_before_the_sweep_exists(
     assert needle in line, line
     journal = workspace.root / "optuna-journal.log"
     assert not journal.exists() or b"bad" not in journal.read_bytes()
+
+
+# ---- 9. training that cannot fit is refused before anything starts ------------------------------
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--params", "1e12"], "params: a 9.98e+11-parameter model needs about"),
+        (["--params", "3e4", "--devices", "99", "--accelerator", "cpu"], "devices: 99 CPU"),
+        (["--params", "3e4", "--devices", "0"], "devices: at least 1 device; got 0"),
+    ],
+)
+def test_training_that_cannot_fit_is_refused_naming_the_number(
+    workspace, tmp_path: Path, flags: list[str], needle: str
+) -> None:
+    import mlflow
+
+    args = ["train", *flags, "--tokens", "1e5", "--corpus", "stdlib-notests"]
+    result = _scalelab(*args, cwd=tmp_path, home=workspace.root)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert needle in line, line
+    client = mlflow.MlflowClient(workspace.tracking_uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_a_sweep_of_a_size_that_cannot_fit_is_refused_before_it_exists(
+    workspace, tmp_path: Path
+) -> None:
+    from test_sweep_run import write_spec
+
+    spec = write_spec(tmp_path / "huge.yaml", "huge", [1e12], steps=4)
+    result = _scalelab("sweep", "run", str(spec), cwd=tmp_path, home=workspace.root)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "params: a 9.98e+11-parameter model needs about" in result.stderr
+    assert not (workspace.root / "optuna-journal.log").exists()

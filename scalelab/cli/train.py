@@ -99,7 +99,9 @@ def train(
         from scalelab.data import prepare
 
         data = prepare(cfg.corpus, cfg.tokenizer, cache_dir=ws.ensure().cache_dir)
-        cfg.model_cfg(data.vocab_size)
+        from scalelab.resources import check_resources
+
+        check_resources(cfg, cfg.model_cfg(data.vocab_size))
         check_no_repeats(cfg.tokens, len(data.train), cfg)
     try:
         result = run_training(cfg, ws, enable_progress_bar=not json_out)

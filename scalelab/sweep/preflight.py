@@ -52,6 +52,7 @@ def preflight(spec: SweepSpec, data: TokenData) -> None:
     """Raise ``SpecError`` naming the field if training would refuse some cell's trials."""
     if spec.stage != "pretrain":
         return  # stage configs are checked by their own runners; budgets are in steps
+    from scalelab.resources import check_resources
     from scalelab.train import budget
     from scalelab.training.config import TrainConfig, check_no_repeats
 
@@ -72,6 +73,7 @@ def preflight(spec: SweepSpec, data: TokenData) -> None:
                     f"{field}: training refuses {first.get('input')!r} ({first['msg']}) "
                     f"in cell {cell.key}; no trial of it could run"
                 ) from None
+            check_resources(cfg, cfg.model_cfg(data.vocab_size))  # sizes: [1e12]
             _, tokens, _ = budget(cfg)
             try:
                 check_no_repeats(tokens, len(data.train), cfg)

@@ -1,0 +1,138 @@
+"""What a run needs against what the machine has: memory, devices and CPU threads.
+
+Checked before anything is started or stored, so a run that cannot fit is refused with the
+numbers instead of being killed by the kernel minutes later (leaving its run RUNNING). Only
+the standard library at import; torch is asked about GPUs inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+GB = 1024**3
+# fp32 weights (4) + gradients (4) + AdamW's two moments (8), per parameter.
+STATE_BYTES_PER_PARAM = 16
+# Activations kept for the backward pass, per token, layer and model width, in fp32: about
+# 34 values per token per layer per unit of width without recomputation (Korthikanti et al.
+# 2022, "Reducing Activation Recomputation", section 4.1, counted in 2-byte halves: 34 bytes);
+# doubled for fp32.
+ACTIVATION_BYTES = 68
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate on the host (``MemAvailable``; its cgroup limit
+    when lower)."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    for limit_file, used_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            used = int(Path(used_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:
+            available = min(available, int(limit) - used)
+        break
+    return max(0, available)
+
+
+def training_memory(model_cfg: Any, batch_per_device: int) -> dict[str, int]:
+    """Bytes a training process needs: parameter state, activations and the logits."""
+    tokens = batch_per_device * model_cfg.context
+    state = STATE_BYTES_PER_PARAM * model_cfg.n_params_total
+    activations = ACTIVATION_BYTES * tokens * model_cfg.d_model * model_cfg.n_layer
+    logits = 3 * 4 * tokens * model_cfg.vocab_size  # logits, softmax and their gradient
+    return {"state": state, "activations": activations + logits}
+
+
+def _gpu_free() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return int(free)
+
+
+def uses_gpu(accelerator: str) -> bool:
+    if accelerator == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+
+
+def check_training_fits(model_cfg: Any, batch_per_device: int, accelerator: str) -> None:
+    """Refuse (``ValueError`` naming the numbers) a run whose memory estimate exceeds what
+    is free on the device that would hold it."""
+    need = training_memory(model_cfg, batch_per_device)
+    total = sum(need.values())
+    on_gpu = uses_gpu(accelerator)
+    free = (_gpu_free() if on_gpu else None) or available_memory()
+    where = "GPU memory free" if on_gpu else "memory available on this machine"
+    if total > free:
+        raise ValueError(
+            f"params: a {model_cfg.n_params_total:.3g}-parameter model needs about "
+            f"{total / GB:.3g} GB to train ({need['state'] / GB:.3g} GB of weights, gradients "
+            f"and AdamW state, {need['activations'] / GB:.3g} GB of activations at "
+            f"{batch_per_device} sequences of {model_cfg.context}); {free / GB:.3g} GB of "
+            f"{where}"
+        )
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_devices(devices: int | str, accelerator: str) -> None:
+    """Refuse a device count the machine cannot give (``ValueError`` naming the flag)."""
+    if isinstance(devices, str):
+        if not devices.lstrip("-").isdigit():
+            return  # "auto" or a list of device ids: Lightning checks those
+        devices = int(devices)
+    if devices == -1:
+        return  # Lightning's "every device"
+    if devices < 1:
+        raise ValueError(f"devices: at least 1 device; got {devices}")
+    if uses_gpu(accelerator):
+        import torch
+
+        have = torch.cuda.device_count()
+        if devices > have:
+            raise ValueError(f"devices: {devices} GPUs asked for; this machine has {have}")
+    elif devices > cores():
+        raise ValueError(
+            f"devices: {devices} CPU processes asked for; this machine gives this process "
+            f"{cores()} cores (one process per device)"
+        )
+
+
+def check_resources(cfg: Any, model_cfg: Any) -> None:
+    """A training config against this machine: its device count, then its memory."""
+    check_devices(cfg.devices, cfg.accelerator)
+    per_device = cfg.batch_size
+    if isinstance(cfg.devices, int) and cfg.devices > 1:
+        per_device = -(-cfg.batch_size // cfg.devices)
+    check_training_fits(model_cfg, per_device, cfg.accelerator)
