@@ -111,6 +111,47 @@ def _interval(
     return lo, hi, pred.value
 
 
+def _fit_one(
+    law: Law | str,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    level: float,
+    engine: Engine,
+    objective: Objective | str,
+    n_resamples: int,
+    seed: int,
+    n_jobs: int,
+) -> tuple[Choice | None, FitResult, BootstrapResult, np.ndarray, np.ndarray, np.ndarray]:
+    """Fit one law (or ``auto``'s choice) on ``train`` and predict ``test`` with intervals."""
+    choice = choose_form(train) if law == AUTO_LAW else None
+    points = train if choice is None else form_points(choice.form, train)
+    template = law if choice is None else law_for_key(choice.form.law_key, train)
+    fit = fit_law(points, template, engine=engine, objective=objective)
+    boot = bootstrap(fit, points, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs)
+    lo, hi, value = _interval(boot, test, choice, float(points["compute"].max()), level)
+    return choice, fit, boot, lo, hi, value
+
+
+def _best_so_far(
+    train: pd.DataFrame,
+    head: pd.DataFrame,
+    truth: np.ndarray,
+    n_resamples: int,
+    level: float,
+    seed: int,
+) -> pd.DataFrame:
+    """The baseline: predict the lowest training loss, its interval from resampled runs."""
+    rng = np.random.default_rng(seed)
+    units, n_units, _ = resample_units(train)
+    loss = train["loss"].to_numpy()
+    mins = [
+        loss[np.isin(units, rng.integers(0, n_units, n_units))].min() for _ in range(n_resamples)
+    ]
+    lo, hi = quantile_interval(np.array(mins), level)
+    n = len(truth)
+    return _score(head, truth, np.full(n, loss.min()), np.full(n, lo), np.full(n, hi))
+
+
 def backtest(
     runs: pd.DataFrame,
     *,
@@ -170,36 +211,20 @@ def backtest(
         head = test[base_cols].assign(factor=factor, cut=cut)
         scored: dict[str, pd.DataFrame] = {}
         for name, law in templates.items():
-            choice = choose_form(train) if law == AUTO_LAW else None
-            points = train if choice is None else form_points(choice.form, train)
             try:
-                template = law if choice is None else law_for_key(choice.form.law_key, train)
-                fit = fit_law(points, template, engine=engine, objective=objective)
-                boot = bootstrap(
-                    fit, points, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs
+                choice, fit, boot, lo, hi, value = _fit_one(
+                    law, train, test, level, engine, objective, n_resamples, seed, n_jobs
                 )
             except (ValueError, RuntimeError) as err:
                 warnings.append(f"{label}, {name}: not fitted ({err})")
                 continue
-            lo, hi, value = _interval(boot, test, choice, float(points["compute"].max()), level)
             scored[name] = _score(head, truth, value, lo, hi)
             if choice is not None:
                 scored[name] = scored[name].assign(chosen=choice.form.name, reason=choice.reason)
             fits[f"{label}/{name}"] = fit
             warnings += [f"{label}, {name}: {w}" for w in boot.warnings]
         if baseline:
-            rng = np.random.default_rng(seed)
-            units, n_units, _ = resample_units(train)
-            loss = train["loss"].to_numpy()
-            mins = [
-                loss[np.isin(units, rng.integers(0, n_units, n_units))].min()
-                for _ in range(n_resamples)
-            ]
-            lo, hi = quantile_interval(np.array(mins), level)
-            value = np.full(len(test), loss.min())
-            scored[BASELINE] = _score(
-                head, truth, value, np.full(len(test), lo), np.full(len(test), hi)
-            )
+            scored[BASELINE] = _best_so_far(train, head, truth, n_resamples, level, seed)
         for name, table in scored.items():
             table = table.assign(law=name)
             tables.append(table)
