@@ -439,6 +439,10 @@ def test_two_sweep_runs_of_a_new_spec_make_one_parent_run(workspace, tmp_path: P
     )
     assert len(parents) == 1, parents[["run_id", "status"]]
     assert set(parents.status) == {"FINISHED"}
+    # 10: the threads each worker chose are said and recorded on every trial's run.
+    assert all("torch threads per worker: 1 (OMP_NUM_THREADS)" in out for out in outs)
+    children = mlflow.search_runs(experiment_names=["race"], filter_string="tags.trial != ''")
+    assert set(children["tags.torch_threads"]) == {"1"}
 
 
 # ---- 7. a spec every trial would refuse is refused before the sweep exists ---------------------
@@ -506,3 +510,25 @@ def test_a_sweep_of_a_size_that_cannot_fit_is_refused_before_it_exists(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "params: a 9.98e+11-parameter model needs about" in result.stderr
     assert not (workspace.root / "optuna-journal.log").exists()
+
+
+# ---- 10. threads on a busy machine -----------------------------------------------------------
+def test_threads_follow_the_free_cores_beside_a_cpu_hog(monkeypatch) -> None:
+    from scalelab.resources import cores, pick_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores())]
+    try:
+        import time
+
+        time.sleep(1.0)  # the hogs are running (a sample, not the lagging load average)
+        threads, why = pick_threads(1)
+        assert threads == 1, why
+        assert why.endswith("cores free, 1 worker(s)")
+        assert pick_threads(1, override=3) == (3, "--threads")
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert pick_threads(4) == (2, "OMP_NUM_THREADS")
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()

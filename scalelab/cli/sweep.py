@@ -64,6 +64,14 @@ def run(
         str | None, typer.Option(help="Run the spec as a new sweep of this name.")
     ] = None,
     storage: StorageOpt = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Torch threads per worker (default: its share of the cores free now; "
+            "OMP_NUM_THREADS also sets it).",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -75,7 +83,7 @@ def run(
         # A conflict with the stored sweep is bad input too: refused before any training.
         sweep = open_sweep(spec, ws, workers=workers, storage=storage, name=name)
     try:
-        summary = run_sweep(sweep, workers=workers, echo=typer.echo)
+        summary = run_sweep(sweep, workers=workers, echo=typer.echo, threads=threads)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except RuntimeError as err:
@@ -96,7 +104,8 @@ def worker(
     ],
     storage: StorageOpt = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Torch threads (default: all cores).")
+        int | None,
+        typer.Option(min=1, help="Torch threads (default: the cores free now)."),
     ] = None,
     wait: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for the sweep to be created.")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scalelab.resources import pick_threads, set_torch_threads
 from scalelab.sweep.report import RESULT_COLUMNS, fit_and_log, text_table
 from scalelab.sweep.spec import SweepSpec
 from scalelab.sweep.storage import STORAGE_ENV, redact
@@ -28,13 +29,6 @@ from scalelab.workspace import Workspace
 
 POLL_SECONDS = 2.0
 MAX_ROUNDS = 5  # re-launches after workers exit with slots re-queued (lost, then recovered)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _die_with_parent() -> None:
@@ -134,11 +128,13 @@ def run_sweep(
     workers: int = 1,
     echo: Callable[[str], None] = print,
     flush_every: float = 15.0,
+    threads: int | None = None,
 ) -> RunSummary:
     """Train ``sweep`` until every cell is done, then print the results and the fit.
 
     With ``corpus_hash`` the sweep is created or resumed first (``Sweep.ensure``); without,
-    the caller has done it.
+    the caller has done it. ``threads``: torch threads per worker [default: its share of the
+    free cores, see ``resources.pick_threads``].
     """
     started = time.perf_counter()
     if corpus_hash is not None:
@@ -153,12 +149,15 @@ def run_sweep(
     )
     show = _progress_printer(sweep, echo)
     trials_here = 0
+    per_worker, why = pick_threads(workers, threads)
     try:
         if not progress.complete:
+            echo(f"torch threads per worker: {per_worker} ({why})")
             if workers == 1:
+                set_torch_threads(per_worker)
                 trials_here = _run_here(sweep, echo, flush_every)
             else:
-                _run_elsewhere(sweep, workers, show)
+                _run_elsewhere(sweep, workers, show, per_worker)
     except (KeyboardInterrupt, SystemExit) as err:
         # Lightning turns Ctrl-C during fit into SystemExit(1) once it has cleaned up.
         sweep.finish("KILLED")
@@ -200,9 +199,8 @@ def _run_here(sweep: Sweep, echo: Callable[[str], None], flush_every: float) -> 
     return ran
 
 
-def _run_elsewhere(sweep: Sweep, workers: int, show: Callable[[], None]) -> None:
+def _run_elsewhere(sweep: Sweep, workers: int, show: Callable[[], None], threads: int) -> None:
     """Watch (and, with ``workers`` > 0, launch) worker processes until the sweep is done."""
-    threads = max(1, available_cores() // max(1, workers))
     procs = spawn_workers(sweep, workers, threads) if workers else []
     last_recover = time.monotonic()
     rounds = 1

@@ -298,6 +298,12 @@ def _train_stage(
     return run_stage(spec.stage, cfg, workspace, run_id=run_id, callbacks=callbacks)
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _open_run(
     spec: SweepSpec,
     cell: Cell,
@@ -320,6 +326,7 @@ def _open_run(
         "optuna_study": study.study_name,
         "slot": str(frozen.user_attrs.get("slot", "")),
         "worker": worker_name(),
+        "torch_threads": str(_torch_threads()),  # chosen for the machine's free cores
     }
     if spec.stage != "pretrain":
         tags["stage"] = spec.stage  # run_stage tags only the runs it creates itself

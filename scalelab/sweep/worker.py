@@ -51,11 +51,11 @@ def quiet_training_logs() -> None:
 
 
 def set_threads(threads: int | None) -> None:
-    """Torch intra-op threads for this worker (K local workers share the cores)."""
-    if threads:
-        import torch
+    """Torch intra-op threads for this worker: ``threads`` (a coordinator's share of the
+    cores, or the user's), else this worker's share of the cores free now."""
+    from scalelab.resources import pick_threads, set_torch_threads
 
-        torch.set_num_threads(threads)
+    set_torch_threads(pick_threads(1, threads)[0])
 
 
 def terminate_as_interrupt() -> None:
