@@ -70,16 +70,12 @@ def workspace(path: Path | None, tracking_uri: str | None, *, quiet: bool = Fals
 
 def quiet_tracking_logs() -> None:
     """Optuna and MLflow at WARNING, and no run links printed by MLflow."""
-    import logging
-
-    import mlflow  # noqa: F401 - it configures its loggers when imported; quieten them after
     import optuna
 
+    from scalelab.results import tracking
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # MLflow prints (and fetches the run for) two links per closed run over HTTP: one line per
-    # trial is enough, and the call is not free.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    tracking.quiet_logs()
 
 
 def fail(message: str) -> None:
