@@ -532,3 +532,46 @@ def test_threads_follow_the_free_cores_beside_a_cpu_hog(monkeypatch) -> None:
         for hog in hogs:
             hog.kill()
             hog.wait()
+
+
+# ---- 8. fits of big tables: bounded memory, or a clear refusal ---------------------------------
+def test_screening_memory_does_not_grow_with_starts_times_rows(tmp_path: Path) -> None:
+    import tracemalloc
+
+    import numpy as np
+
+    from scalelab.analysis.fit import Problem
+    from scalelab.analysis.laws import make_law
+    from scalelab.analysis.objectives import Objective
+
+    rng = np.random.default_rng(0)
+    n = 200_000
+    runs = pd.DataFrame(
+        {"n_params": np.exp(rng.uniform(14, 21, n)), "tokens": np.exp(rng.uniform(18, 25, n))}
+    )
+    runs["loss"] = 1.7 + 400 / runs.n_params**0.34 + 410 / runs.tokens**0.28
+    law = make_law("chinchilla")
+    problem = Problem.from_runs(runs, law, Objective(kind="huber"))
+    tracemalloc.start()
+    problem.values(law.theta_grid()[:600])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # 512 starts at once would hold 512 × 200k doubles (0.8 GB) per temporary.
+    assert peak < 400 * 2**20, f"screening peaked at {peak / 2**20:.0f} MB"
+
+
+def test_a_bootstrap_the_machine_cannot_hold_is_refused_naming_the_numbers(monkeypatch) -> None:
+    import numpy as np
+
+    from scalelab import resources
+    from scalelab.analysis import bootstrap, fit_law
+
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame(
+        {"n_params": np.exp(rng.uniform(14, 21, 400)), "tokens": np.exp(rng.uniform(18, 25, 400))}
+    )
+    runs["loss"] = 1.7 + 400 / runs.n_params**0.34 + 410 / runs.tokens**0.28
+    fit = fit_law(runs, "chinchilla", check_identifiability=False)
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**19)  # a 512 KB machine
+    with pytest.raises(ValueError, match=r"bootstrap of 400 rows × 200 resamples needs about"):
+        bootstrap(fit, runs, n_resamples=200)

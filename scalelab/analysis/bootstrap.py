@@ -243,6 +243,26 @@ class BootstrapResult:
         return self.summary()
 
 
+# Bytes per row besides the resample counts: inputs, residuals, the objective's temporaries.
+_BYTES_PER_ROW = 2_000
+
+
+def _check_memory(n_rows: int, n_resamples: int, n_jobs: int) -> None:
+    """Refuse, naming the numbers, a bootstrap the machine cannot hold (rather than be killed
+    by the kernel without a word): float32 counts per resample and row, a second copy when
+    they are shipped to worker processes."""
+    from scalelab.resources import GB, available_memory
+
+    need = n_rows * (n_resamples * 4 * (2 if n_jobs > 1 else 1) + _BYTES_PER_ROW)
+    free = available_memory()
+    if need > free:
+        raise ValueError(
+            f"a bootstrap of {n_rows:,} rows × {n_resamples} resamples needs about "
+            f"{need / GB:.3g} GB; {free / GB:.3g} GB is available: use fewer --resamples, "
+            "--jobs 1, or fewer rows"
+        )
+
+
 def _run_chunk(args: tuple[Problem, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
     problem, starts, weights = args
     return refit_weighted(problem, starts, weights)
@@ -282,10 +302,13 @@ def bootstrap(
             f"runs have {len(df)} rows but the fit used {fit.n_points}; "
             "pass the runs that were fitted"
         )
+    _check_memory(len(df), n_resamples, n_jobs)
     problem = Problem.from_runs(df, law, fit.objective)
     starts = fit.optima[:n_starts] if len(fit.optima) else law.to_theta()[None, :]
     units, n_units, unit = resample_units(df)
-    weights = resample_counts(n_units, n_resamples, seed)[:, units]
+    weights = resample_counts(n_units, n_resamples, seed)
+    if unit != "row":  # rows of one run share its count; per-row units need no copy
+        weights = weights[:, units]
 
     if n_jobs == 1:
         thetas, _, converged = refit_weighted(problem, starts, weights)

@@ -36,7 +36,10 @@ Engine = Literal["lbfgs", "varpro"]
 # L-BFGS-B tolerances. scipy's ftol is relative to max(|f|, 1); a Huber sum with δ=1e-3 is
 # ~1e-3, so the default (2.2e-9) would stop at a relative precision of ~1e-6 only.
 _LBFGS_OPTIONS = {"ftol": 1e-13, "gtol": 1e-10, "maxiter": 5000}
-_BATCH = 512  # starts evaluated per vectorised chunk
+_BATCH = 512  # starts evaluated per vectorised chunk (at most)
+# Elements of one (starts × rows) temporary while screening: the law and objective make about
+# a dozen such arrays, so 2**21 doubles (16 MB) each keeps screening near 200 MB at any size.
+_SCREEN_ELEMENTS = 2**21
 _IDENTIFIABILITY_SHARE = 0.30  # E's interval may span at most this share of the smallest loss
 _IDENTIFIABILITY_RESAMPLES = 32
 _DEFAULT_REFINE = {"lbfgs": 16, "varpro": 4}
@@ -65,10 +68,12 @@ class Problem:
         """Objective at each row of ``thetas`` (vectorised, in chunks)."""
         thetas = np.atleast_2d(thetas)
         out = np.empty(len(thetas))
+        # Chunks shrink as rows grow: 512 starts × 1M rows would be 4 GB per temporary.
+        batch = max(1, min(_BATCH, _SCREEN_ELEMENTS // max(1, self.y.size)))
         with np.errstate(over="ignore", invalid="ignore"):
-            for i in range(0, len(thetas), _BATCH):
-                pred = self.law.log_model(thetas[i : i + _BATCH], self.z)
-                out[i : i + _BATCH] = self.objective.value(self.y - pred, self.weights)
+            for i in range(0, len(thetas), batch):
+                pred = self.law.log_model(thetas[i : i + batch], self.z)
+                out[i : i + batch] = self.objective.value(self.y - pred, self.weights)
         return np.where(np.isfinite(out), out, np.inf)
 
     def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -150,10 +155,17 @@ def refit_weighted(
 
 
 def resample_counts(n_units: int, n_resamples: int, seed: int) -> np.ndarray:
-    """(n_resamples, n_units) counts of each unit in a with-replacement resample."""
+    """(n_resamples, n_units) counts of each unit in a with-replacement resample.
+
+    Drawn one resample at a time (the same stream as one big draw) into float32 (counts are
+    small integers, exact in it): one int64 draw matrix plus its float copy cost 3 KB a row at
+    200 resamples, 3 GB for a million rows.
+    """
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_units, size=(n_resamples, n_units))
-    return np.stack([np.bincount(d, minlength=n_units) for d in draws]).astype(float)
+    out = np.empty((n_resamples, n_units), dtype=np.float32)
+    for i in range(n_resamples):
+        out[i] = np.bincount(rng.integers(0, n_units, size=n_units), minlength=n_units)
+    return out
 
 
 def identifiability_warnings(
