@@ -260,47 +260,55 @@ class StoredFit:
             if not (math.isfinite(value) and value > 0):
                 flag = _FLAG.get(name, "--loss")
                 raise ValueError(f"{flag} must be positive and finite; got {value:g}")
-        law = self.law
-        variables = law.variables
-        outputs: dict[str, Prediction] = {}
         if loss is not None:
             if len(given) > 1:
                 raise ValueError("--loss cannot be combined with --params, --tokens or --compute")
-            if variables not in (("n_params", "tokens"), ("compute",)):
-                raise ValueError(
-                    f"the {self.law_key} law is a law of {_SYMBOL[variables[0]]} "
-                    "alone: it cannot tell the compute a loss needs"
-                )
-            outputs["compute"] = self.boot.compute_for_loss(loss, level=level)
-            needed = float(outputs["compute"].value)
-            if self.allocation is not None and math.isfinite(needed):
-                outputs["n_params"] = self.allocation.n_opt(needed, level=level)
-                outputs["tokens"] = self.allocation.tokens_opt(needed, level=level)
-            ratio, warnings = self._extrapolation("compute", needed)
-            if not math.isfinite(needed):
-                warnings = [
-                    f"loss {loss:g} is at or below the law's floor "
-                    f"{law.asymptote():.4g}: no compute reaches it"
-                ]
-            return Answer("compute_for_loss", {"loss": loss}, outputs, ratio, warnings)
+            return self._compute_for_loss(loss, level)
         if compute is not None:
             if params is not None or tokens is not None:
                 raise ValueError("give --compute alone, or --params with --tokens; not both")
-            if variables not in (("n_params", "tokens"), ("compute",)):
-                raise ValueError(
-                    f"the {self.law_key} law is a law of {_SYMBOL[variables[0]]}: "
-                    f"give {_FLAG[variables[0]]}"
-                )
-            if self.allocation is not None:
-                outputs["n_params"] = self.allocation.n_opt(compute, level=level)
-                outputs["tokens"] = self.allocation.tokens_opt(compute, level=level)
-            outputs["loss"], calibration = self._calibrated(
-                self.boot.predict(compute=compute, level=level), compute
-            )
-            ratio, warnings = self._extrapolation("compute", compute)
-            return Answer(
-                "compute_optimal", {"compute": compute}, outputs, ratio, warnings, calibration
-            )
+            return self._compute_optimal(compute, level)
+        return self._loss(given, level)
+
+    def _needs_compute_law(self, why: str) -> None:
+        variables = self.law.variables
+        if variables not in (("n_params", "tokens"), ("compute",)):
+            raise ValueError(f"the {self.law_key} law is a law of {_SYMBOL[variables[0]]}{why}")
+
+    def _compute_for_loss(self, loss: float, level: float | None) -> Answer:
+        """The compute (and its compute-optimal N and D) a loss needs."""
+        self._needs_compute_law(" alone: it cannot tell the compute a loss needs")
+        outputs = {"compute": self.boot.compute_for_loss(loss, level=level)}
+        needed = float(outputs["compute"].value)
+        if self.allocation is not None and math.isfinite(needed):
+            outputs["n_params"] = self.allocation.n_opt(needed, level=level)
+            outputs["tokens"] = self.allocation.tokens_opt(needed, level=level)
+        ratio, warnings = self._extrapolation("compute", needed)
+        if not math.isfinite(needed):
+            warnings = [
+                f"loss {loss:g} is at or below the law's floor "
+                f"{self.law.asymptote():.4g}: no compute reaches it"
+            ]
+        return Answer("compute_for_loss", {"loss": loss}, outputs, ratio, warnings)
+
+    def _compute_optimal(self, compute: float, level: float | None) -> Answer:
+        """The compute-optimal N and D at ``compute`` and their loss."""
+        self._needs_compute_law(f": give {_FLAG[self.law.variables[0]]}")
+        outputs: dict[str, Prediction] = {}
+        if self.allocation is not None:
+            outputs["n_params"] = self.allocation.n_opt(compute, level=level)
+            outputs["tokens"] = self.allocation.tokens_opt(compute, level=level)
+        outputs["loss"], calibration = self._calibrated(
+            self.boot.predict(compute=compute, level=level), compute
+        )
+        ratio, warnings = self._extrapolation("compute", compute)
+        return Answer(
+            "compute_optimal", {"compute": compute}, outputs, ratio, warnings, calibration
+        )
+
+    def _loss(self, given: dict[str, float], level: float | None) -> Answer:
+        """The loss of a model of the inputs the law reads (N and D, or one of them)."""
+        variables = self.law.variables
         if variables == ("compute",):
             raise ValueError("the compute law is a law of C: give --compute")
         missing = [_FLAG[v] for v in variables if v not in given]
@@ -322,8 +330,7 @@ class StoredFit:
         calibration = None
         if "compute" in inputs:
             prediction, calibration = self._calibrated(prediction, inputs["compute"])
-        outputs["loss"] = prediction
-        return Answer("loss", inputs, outputs, ratio, warnings, calibration)
+        return Answer("loss", inputs, {"loss": prediction}, ratio, warnings, calibration)
 
     def _calibrated(
         self, prediction: Prediction, compute: float
