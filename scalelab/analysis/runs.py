@@ -77,7 +77,12 @@ def prepare_runs(
     keys = needed + [c for c in CHECKPOINT_COLUMNS if c in df.columns and c not in needed]
     dup = df.duplicated(subset=keys, keep=False)
     if dup.any():
-        first = df.index[dup][:2].tolist()
+        # The first row with a twin, and that twin (not merely the first two flagged rows,
+        # which may belong to different pairs).
+        repeats = df.duplicated(subset=keys, keep="first")
+        twin = df.index[repeats][0]
+        same = (df.loc[dup, keys] == df.loc[twin, keys]).all(axis=1)
+        first = [df.loc[dup].index[same.to_numpy()][0], twin]
         raise ValueError(
             f"{int(dup.sum())} duplicate rows (identical {', '.join(keys)}), e.g. index "
             f"{first[0]} and {first[1]}; drop them (DataFrame.drop_duplicates) or give each run "

@@ -119,7 +119,7 @@ class RunSource:
     def _csv_format(self) -> str:
         if self.csv_format != "auto" or self.csv is None:
             return self.csv_format
-        header = self.csv.open().readline() if self.csv.is_file() else ""
+        header = self.csv.open(errors="replace").readline() if self.csv.is_file() else ""
         epoch = "Model Size" in header and "Training FLOP" in header
         return "epoch_chinchilla" if epoch else "runs"
 

@@ -179,12 +179,18 @@ def read_csv_table(
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no CSV file {path}")
-    if format == "epoch_chinchilla":
-        df = load_epoch_chinchilla(path)
-    elif format == "runs":
-        df = load_runs_csv(path, rename=rename)
-    else:
+    if format not in ("runs", "epoch_chinchilla"):
         raise ValueError(f"CSV format must be 'runs' or 'epoch_chinchilla'; got {format!r}")
+    try:
+        if format == "epoch_chinchilla":
+            df = load_epoch_chinchilla(path)
+        else:
+            df = load_runs_csv(path, rename=rename)
+    except UnicodeDecodeError as err:  # a binary file or another encoding
+        raise ValueError(f"{path}: not a UTF-8 text CSV (byte {err.start}: {err.reason})") from None
+    except ValueError as err:  # pandas' empty-file and parser errors name no file
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(message if str(path) in message else f"{path}: {message}") from None
     if query:
         try:
             df = apply_filter(df, query)
