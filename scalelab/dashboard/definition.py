@@ -209,9 +209,13 @@ def load_definition(path: str | Path) -> DashboardDefinition:
     """
     import yaml
 
+    from scalelab import strict_yaml
+
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = strict_yaml.load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     except OSError as err:
         raise ValueError(f"cannot read dashboard definition {path}: {err.strerror}") from err
     except yaml.YAMLError as err:

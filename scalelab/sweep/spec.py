@@ -169,6 +169,11 @@ class SearchSpec(_Strict):
     warmup: float | list[float] | Range = 0.05
     batch_size: int | list[int] = 32
 
+    @field_validator("trials", "startup_trials", "batch_size", mode="before")
+    @classmethod
+    def _no_bool_counts(cls, value: Any) -> Any:
+        return _not_bool(value)
+
     @field_validator("lr", mode="before")
     @classmethod
     def _lr_shape(cls, value: Any) -> Any:
@@ -377,6 +382,15 @@ def _short(x: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def _not_bool(value: Any) -> Any:
+    """YAML's ``true`` is not a count: pydantic would take it as 1."""
+    if isinstance(value, bool) or (
+        isinstance(value, list) and any(isinstance(v, bool) for v in value)
+    ):
+        raise ValueError(f"a whole number is needed; got {value!r}")
+    return value
+
+
 class SweepSpec(_Strict):
     """A sweep: sizes × budgets × seeds cells, each searched with ``search``."""
 
@@ -408,6 +422,11 @@ class SweepSpec(_Strict):
     storage: str | None = Field(None, description="Optuna storage URL [default: workspace]")
     experiment: str | None = Field(None, description="MLflow experiment [default: name]")
     heartbeat: HeartbeatSpec = HeartbeatSpec()
+
+    @field_validator("context", "seeds", "validations", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any) -> Any:
+        return _not_bool(value)
 
     @field_validator("name")
     @classmethod
@@ -733,11 +752,15 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
     """Read and validate a spec file; ``name`` replaces its ``name`` (to start a new sweep)."""
     import yaml
 
+    from scalelab import strict_yaml
+
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"no spec file at {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = strict_yaml.load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
