@@ -575,3 +575,68 @@ def test_a_bootstrap_the_machine_cannot_hold_is_refused_naming_the_numbers(monke
     monkeypatch.setattr(resources, "available_memory", lambda: 2**19)  # a 512 KB machine
     with pytest.raises(ValueError, match=r"bootstrap of 400 rows × 200 resamples needs about"):
         bootstrap(fit, runs, n_resamples=200)
+
+
+# ---- smaller messages: one line, exit 2, naming the flag, field or file -----------------------
+def _message_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    (tmp / "empty.csv").write_text("")
+    (tmp / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    (tmp / "latin1.yaml").write_bytes(b"name: caf\xe9\ncorpus: stdlib\n")
+    (tmp / "twice.yaml").write_text(
+        "name: t\ncorpus: stdlib\nsizes: [n10k]\nbudgets: {tokens: [1e5]}\n"
+        "search:\n  lr: 0.01\n  lr: 0.02\n"
+    )
+    (tmp / "truthy.yaml").write_text(
+        "name: t\ncorpus: stdlib\nsizes: [n10k]\nbudgets: {tokens: [1e5]}\nsearch: {trials: true}\n"
+    )
+    rows = "n_params,tokens,loss\n1e6,1e8,3.0\n2e6,1e8,2.9\n1e6,1e8,3.0\n2e6,1e8,2.9\n"
+    (tmp / "dups.csv").write_text(rows + "5e6,3e8,2.4\n6e6,3e8,2.3\n")
+    train = ["train", "--params", "3e4"]
+    return [
+        ([*train, "--tokens", "1e400"], "error: --tokens must be a finite number; got inf"),
+        ([*train, "--tokens", "nan"], "error: --tokens must be a finite number; got nan"),
+        ([*train, "--tokens", "1e5", "--lr", "nan"], "error: --lr must be a finite number"),
+        (["fit", "--csv", "empty.csv", "--no-log"], "error: empty.csv: No columns to parse"),
+        (["fit", "--csv", "binary.csv", "--no-log"], "error: binary.csv: "),
+        (["sweep", "run", "latin1.yaml"], "error: latin1.yaml: not UTF-8 text (byte 9"),
+        (["sweep", "run", "twice.yaml"], "key 'lr' appears twice (lines 6 and 7)"),
+        (["sweep", "run", "truthy.yaml"], "search.trials: a whole number is needed; got True"),
+        (["fit", "--csv", "dups.csv", "--no-log"], "e.g. index 0 and 2;"),
+        (
+            ["sweep", "status", "s", "--storage", "sqlite:////proc/no/x.db"],
+            "error: cannot create the folder /proc/no of sqlite:////proc/no/x.db",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_bad_input_is_one_line_naming_what_is_wrong(tmp_path: Path, case: int) -> None:
+    args, needle = _message_cases(tmp_path)[case]
+    result = _scalelab(*args, cwd=tmp_path, home=tmp_path / "ws")
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("law ")]
+    assert len(lines) == 1 and needle in lines[0], result.stderr[-3000:]
+
+
+def test_predict_far_below_the_fitted_range_warns(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.csv"
+    grid = [(n, d) for n in (1e6, 3e6, 1e7, 3e7) for d in (2e7, 1e8, 5e8)]
+    losses = [1.7 + 400 / n**0.34 + 410 / d**0.28 for n, d in grid]
+    pd.DataFrame(
+        {"n_params": [n for n, _ in grid], "tokens": [d for _, d in grid], "loss": losses}
+    ).to_csv(runs, index=False)
+    result = _scalelab(
+        "predict",
+        "--csv",
+        str(runs),
+        "--law",
+        "chinchilla",
+        "--params",
+        "1e-300",
+        "--tokens",
+        "1e9",
+        cwd=tmp_path,
+        home=tmp_path / "ws",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "below the smallest fitted" in result.stderr

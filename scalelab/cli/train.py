@@ -8,6 +8,7 @@ seconds, and ``--help`` should not.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated
 
 import typer
@@ -67,6 +68,10 @@ def train(
     with user_input(flags={"n_params_target": "--params", "tokens": "--tokens"}):
         if preset is None and params is None:
             raise UsageError("give --preset NAME or --params N (e.g. --params 3e5)")
+        for flag, value in (("--tokens", tokens), ("--params", params), ("--lr", lr)):
+            # int(1e400) is an OverflowError and a NaN fails range checks with a wrong reason.
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"{flag} must be a finite number; got {value}")
         cfg = TrainConfig(
             preset=preset,
             n_params_target=params,

@@ -231,6 +231,13 @@ class StoredFit:
                 f"extrapolates {ratio:.3g}x past the largest fitted {what} "
                 f"({top:.3g}); the interval assumes the law still holds there"
             ]
+        bottom = float(self.data.get(f"min_{variable}", math.nan))
+        if value > 0 and bottom / value > EXTRAPOLATION_WARN:  # e.g. --params 1e-300
+            what = {"compute": "compute", "n_params": "N", "tokens": "D"}[variable]
+            return ratio, [
+                f"{what} {value:.3g} is {bottom / value:.3g}x below the smallest fitted "
+                f"({bottom:.3g}); the law was not fitted there and its answer means little"
+            ]
         return ratio, []
 
     def answer(

@@ -312,7 +312,15 @@ def open_storage(
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(path).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StorageUnavailable(
+                    f"cannot create the folder {folder} of {url}: {err.strerror}"
+                ) from None
+            if Path(path).expanduser().is_dir():
+                raise StorageUnavailable(f"{url} names a directory; give a database file")
     else:
         # Reconnect transparently after a server restart or an idle connection drop.
         engine_kwargs = {"pool_pre_ping": True}
