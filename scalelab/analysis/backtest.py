@@ -152,6 +152,56 @@ def _best_so_far(
     return _score(head, truth, np.full(n, loss.min()), np.full(n, lo), np.full(n, hi))
 
 
+def _score_cut(
+    templates: Mapping[str, Any],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    head: pd.DataFrame,
+    label: str,
+    fits: dict[str, FitResult],
+    warnings: list[str],
+    settings: tuple,
+) -> dict[str, pd.DataFrame]:
+    """Each law fitted on ``train`` and scored on ``test``; fits and warnings are collected."""
+    level, engine, objective, n_resamples, seed, n_jobs = settings
+    truth = test["loss"].to_numpy()
+    scored: dict[str, pd.DataFrame] = {}
+    for name, law in templates.items():
+        try:
+            choice, fit, boot, lo, hi, value = _fit_one(
+                law, train, test, level, engine, objective, n_resamples, seed, n_jobs
+            )
+        except (ValueError, RuntimeError) as err:
+            warnings.append(f"{label}, {name}: not fitted ({err})")
+            continue
+        scored[name] = _score(head, truth, value, lo, hi)
+        if choice is not None:
+            scored[name] = scored[name].assign(chosen=choice.form.name, reason=choice.reason)
+        fits[f"{label}/{name}"] = fit
+        warnings += [f"{label}, {name}: {w}" for w in boot.warnings]
+    return scored
+
+
+def _summary_row(table: pd.DataFrame, *, factor: float, cut: float, n_train: int) -> dict:
+    """One law at one cut: its errors, coverage and width over the held-out runs."""
+    err = table["rel_error"].abs()
+    return {
+        "factor": factor,
+        "cut": cut,
+        "law": table["law"].iloc[0],
+        "chosen": table["chosen"].iloc[0] if "chosen" in table else "",
+        "reason": table["reason"].iloc[0] if "reason" in table else "",
+        "n_train": n_train,
+        "n_test": len(table),
+        "median_abs_rel_error": err.median(),
+        "mean_abs_rel_error": err.mean(),
+        "max_abs_rel_error": err.max(),
+        "mean_rel_error": table["rel_error"].mean(),
+        "coverage": table["covered"].mean(),
+        "mean_rel_width": ((table["hi"] - table["lo"]) / table["loss"]).mean(),
+    }
+
+
 def backtest(
     runs: pd.DataFrame,
     *,
@@ -207,45 +257,24 @@ def backtest(
                 f"{label}: {len(train)} training and {len(test)} held-out runs; skipped"
             )
             continue
-        truth = test["loss"].to_numpy()
-        head = test[base_cols].assign(factor=factor, cut=cut)
-        scored: dict[str, pd.DataFrame] = {}
-        for name, law in templates.items():
-            try:
-                choice, fit, boot, lo, hi, value = _fit_one(
-                    law, train, test, level, engine, objective, n_resamples, seed, n_jobs
-                )
-            except (ValueError, RuntimeError) as err:
-                warnings.append(f"{label}, {name}: not fitted ({err})")
-                continue
-            scored[name] = _score(head, truth, value, lo, hi)
-            if choice is not None:
-                scored[name] = scored[name].assign(chosen=choice.form.name, reason=choice.reason)
-            fits[f"{label}/{name}"] = fit
-            warnings += [f"{label}, {name}: {w}" for w in boot.warnings]
+        scored = _score_cut(
+            templates,
+            train,
+            test,
+            test[base_cols].assign(factor=factor, cut=cut),
+            label,
+            fits,
+            warnings,
+            (level, engine, objective, n_resamples, seed, n_jobs),
+        )
         if baseline:
+            truth = test["loss"].to_numpy()
+            head = test[base_cols].assign(factor=factor, cut=cut)
             scored[BASELINE] = _best_so_far(train, head, truth, n_resamples, level, seed)
         for name, table in scored.items():
             table = table.assign(law=name)
             tables.append(table)
-            err = table["rel_error"].abs()
-            rows.append(
-                {
-                    "factor": factor,
-                    "cut": cut,
-                    "law": name,
-                    "chosen": table["chosen"].iloc[0] if "chosen" in table else "",
-                    "reason": table["reason"].iloc[0] if "reason" in table else "",
-                    "n_train": len(train),
-                    "n_test": len(test),
-                    "median_abs_rel_error": err.median(),
-                    "mean_abs_rel_error": err.mean(),
-                    "max_abs_rel_error": err.max(),
-                    "mean_rel_error": table["rel_error"].mean(),
-                    "coverage": table["covered"].mean(),
-                    "mean_rel_width": ((table["hi"] - table["lo"]) / table["loss"]).mean(),
-                }
-            )
+            rows.append(_summary_row(table, factor=factor, cut=cut, n_train=len(train)))
     if not rows:
         raise ValueError("no cut left both training and held-out runs; " + "; ".join(warnings))
     return BacktestResult(
