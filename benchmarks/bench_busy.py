@@ -38,14 +38,14 @@ def first_cells_spec(folder: Path, cells: int) -> Path:
     return path
 
 
-def timed_sweep(spec: Path, name: str, home: Path) -> dict[str, float]:
+def timed_sweep(spec: Path, name: str, home: Path, *extra: str) -> dict[str, float]:
     """Wall and CPU seconds of one ``sweep run`` (a new sweep each time)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["SCALELAB_HOME"] = str(home)
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "scalelab", "sweep", "run", str(spec), "--name", name],
+        [sys.executable, "-m", "scalelab", "sweep", "run", str(spec), "--name", name, *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -87,6 +87,8 @@ def main() -> None:
             time.sleep(2.0)
             busy = timed_sweep(spec, "bench-busy", home)
             load_busy = os.getloadavg()[0]
+            # What a sweep did before it looked at the free cores: one thread per core.
+            every_core = timed_sweep(spec, "bench-busy-all", home, "--threads", str(n_cores))
         finally:
             for proc in procs:
                 proc.kill()
@@ -98,7 +100,9 @@ def main() -> None:
         "hogs": hogs,
         "idle": idle,
         "busy": busy,
+        "busy_threads_on_every_core": every_core,
         "slowdown": round(busy["wall_s"] / idle["wall_s"], 2),
+        "slowdown_threads_on_every_core": round(every_core["wall_s"] / idle["wall_s"], 2),
         "aim": round(1 / max(1e-9, 1 - share), 2) if share < 1 else None,
         "load_1min_before_idle_run": round(load_idle, 2),
         "load_1min_after_busy_run": round(load_busy, 2),
