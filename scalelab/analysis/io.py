@@ -17,7 +17,6 @@ from scalelab.analysis.runs import with_derived_columns
 PathLike = str | os.PathLike[str]
 
 
-
 def load_runs_csv(path: PathLike, *, rename: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Runs from a CSV file; ``rename`` maps the file's column names to the vocabulary.
 
