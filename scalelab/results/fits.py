@@ -411,7 +411,13 @@ def fit_table(
         )
     except RuntimeError as err:  # the optimiser failed on these data: report it, not a crash
         raise ValueError(f"the {law_key} fit to {table.source} failed: {err}") from err
-    allocation = compute_optimal(boot) if fit.law.variables == ("n_params", "tokens") else None
+    allocation = None
+    if fit.law.variables == ("n_params", "tokens"):
+        try:
+            allocation = compute_optimal(boot)
+        except (ArithmeticError, ValueError):
+            # A fit whose optimum collapses (an exponent at zero) has no allocation to give.
+            allocation = None
     runs = table.runs
     data = {
         "source": table.source,

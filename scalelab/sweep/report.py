@@ -82,7 +82,7 @@ def fit_and_log(sweep: Sweep, results: pd.DataFrame, echo: Callable[[str], None]
             experiment, workspace, sweeps=[sweep.name], best_of_cell=True
         )
         fit = fits.fit_table(table, experiment=experiment, law=DEFAULT_LAW)
-    except (ValueError, RuntimeError) as err:  # too few points, one distinct size...: say why
+    except Exception as err:  # too few points, one distinct size, no compute...: say why
         echo(f"no {DEFAULT_LAW} fit: {str(err).splitlines()[0] if str(err) else err!r}")
         return None
     fit = fits.log_fit_run(fit, workspace)
