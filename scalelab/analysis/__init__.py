@@ -6,7 +6,7 @@ Data
     A pandas DataFrame of runs in the project vocabulary: ``n_params`` (N), ``tokens`` (D),
     ``compute`` (C, default 6·N·D), ``loss``; optional ``run_id``, ``group``/``cell``,
     ``step``, ``tokens_seen``. Loaders: :func:`load_runs_csv`, :func:`load_epoch_chinchilla`
-    (runs tracked in MLflow: ``scalelab.results.runs``). Bad input raises ``ValueError``
+    (tracked runs: ``scalelab.results.runs``). Bad input raises ``ValueError``
     naming the problem.
 
 Laws (``laws``)

@@ -114,7 +114,7 @@ def envelope_fit(
     ``checkpoints`` needs ``run_id``, ``n_params``, ``loss`` and ``tokens_seen`` (compute per
     checkpoint = 6·N·tokens_seen) or, without ``tokens_seen``, a per-checkpoint ``compute``. A
     ``compute`` column next to ``tokens_seen`` is ignored: in a table of checkpoints (e.g. from
-    ``load_runs_mlflow(history=True)``) it holds the whole run's compute. The envelope is taken
+    ``scalelab.results.runs`` curves) it holds the whole run's compute. The envelope is taken
     on ``n_grid``
     log-spaced budgets (Hoffmann et al. used 1,500) reached by at least two runs. Intervals
     resample runs.

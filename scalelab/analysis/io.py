@@ -1,8 +1,8 @@
 """Loading runs from CSV files, and the Epoch AI reconstruction of Chinchilla's runs.
 
 Each loader returns a DataFrame in the project vocabulary (``n_params``, ``tokens``,
-``compute``, ``loss``, ...). Runs tracked in MLflow are read by ``scalelab.results.runs``:
-this package never touches MLflow.
+``compute``, ``loss``, ...). Tracked runs are read by ``scalelab.results.runs``:
+this package reads tables only.
 """
 
 from __future__ import annotations
