@@ -1,6 +1,6 @@
-"""The GPT family in one file: GPT-1, GPT-2 and GPT-3 blocks, exact counts, FLOPs, size presets.
+"""The GPT family in one file: GPT-1/2/3 and LLaMA-style blocks, μP, exact counts, FLOPs, presets.
 
-Three published designs share one implementation and differ by ``GPTConfig.variant``:
+Four published designs share one implementation and differ by ``GPTConfig.variant``:
 
 - ``gpt1`` (Radford et al. 2018): post-LayerNorm blocks, ``x = LN(x + sublayer(x))`` as in the
   original Transformer, learned positions, no final LayerNorm, plain N(0, 0.02) init.
@@ -10,14 +10,30 @@ Three published designs share one implementation and differ by ``GPTConfig.varia
   between dense causal (even layers 0, 2, ...) and locally banded causal (odd layers), "similar to
   the Sparse Transformer". In a banded layer position i attends to itself and the
   ``band_window`` previous positions: i - band_window <= j <= i.
+- ``llama`` (Touvron et al. 2023, §2.2): pre-normalisation with RMSNorm (Zhang & Sennrich 2019)
+  instead of LayerNorm, a SwiGLU MLP (Shazeer 2020) of hidden width 8/3·d_model rounded to a
+  multiple of 8, rotary position embeddings (Su et al. 2021) instead of ``wpe``, no biases, and
+  an untied unembedding by default (``tie_embeddings`` switches it).
+
+``mup_base_width`` switches on the maximal-update parametrisation (μP; Yang et al. 2022, "Tensor
+Programs V", Table 8, Adam column), relative to a model of that width, so at the base width the
+model is the standard one except for attention's 1/d_head: with the width multiplier
+m = d_model / mup_base_width, hidden matrices (every matrix inside the blocks, both of whose
+dimensions grow with width) start with std 0.02/√m and train at Adam learning rate lr/m
+(``GPT.lr_scales``); embeddings, gains, biases and the unembedding keep their init and rate; the
+logits are multiplied by 1/m (the readout multiplier); attention scores are scaled by 1/d_head
+instead of 1/√d_head (keys and queries become correlated in training, so their dot product grows
+as d_head, not √d_head). Then each layer's activations move by O(1) per step at any width and the
+best learning rate found at the base width holds at others.
 
 Parameter counts (exact, equal to the built model's ``sum(p.numel())``):
 
 - ``n_params_total``: every distinct parameter; a tied ``lm_head`` shares ``wte`` and counts once.
 - ``n_params_nonembedding`` (Kaplan et al. 2020, §2.1, the N of their laws and our ``n_params``):
-  all parameters except the token embedding ``wte``, the position embedding ``wpe`` and the
-  unembedding ``lm_head`` weight (which is ``wte`` when tied), so N does not depend on tying.
+  all parameters except the token embedding ``wte``, the position embedding ``wpe`` (gpt1-3) and
+  the unembedding ``lm_head`` weight (which is ``wte`` when tied), so N does not depend on tying.
   LayerNorm gains and biases are included (Kaplan's 12·n_layer·d_model² approximation drops them).
+  A llama block holds 4·d² + 3·d·hidden + 2·d (hidden ≈ 8/3·d, so ≈ 12·d²).
 - ``n_params_chinchilla`` (Hoffmann et al. 2022): the total count, embeddings included; Hoffmann
   et al. fit their laws on total parameters, so it equals ``n_params_total``.
 
@@ -45,27 +61,43 @@ from scalelab.vocab import VARIANTS, Variant
 
 MAX_VOCAB = 65535  # token ids are cached as uint16 by the data pipeline
 INIT_STD = 0.02  # GPT-1 §4.1 and GPT-2: N(0, 0.02) for every weight matrix and embedding
+RMS_NORM_EPS = 1e-5  # LLaMA's; torch's default (the dtype's epsilon) is 1e-7 in fp32
+ROPE_BASE = 10_000.0  # rotary frequencies base^(-2i/head_dim), as in RoFormer and LLaMA
 Gelu = Literal["tanh", "exact"]
 GELU_FORMS: tuple[str, ...] = get_args(Gelu)
 
 
-def _block_params(d_model: int, bias: bool) -> int:
-    """Parameters of one block: 12·d² weights (c_attn 3d², c_proj d², c_fc 4d², c_proj 4d²),
-    9·d linear biases, and two LayerNorms of d gains (+ d biases)."""
+def swiglu_hidden(d_model: int) -> int:
+    """SwiGLU's hidden width: 8/3·d_model rounded to a multiple of 8. Its three d×hidden matrices
+    then hold about the 8·d² of GPT's two d×4d ones, so N stays comparable across variants
+    (Shazeer 2020; LLaMA rounds to 256, too coarse at these widths)."""
+    return 8 * max(1, round(d_model / 3))
+
+
+def _block_params(variant: str, d_model: int, bias: bool) -> int:
+    """Parameters of one block. GPT: 12·d² weights (c_attn 3d², c_proj d², c_fc 4d², c_proj 4d²),
+    9·d linear biases, and two LayerNorms of d gains (+ d biases). llama: c_attn 3d², c_proj d²,
+    SwiGLU 3·d·hidden (c_fc 2·d·hidden, c_proj hidden·d) and two RMSNorm gains."""
+    if variant == "llama":
+        return 4 * d_model**2 + 3 * d_model * swiglu_hidden(d_model) + 2 * d_model
     return 12 * d_model**2 + (9 * d_model if bias else 0) + 2 * d_model * (2 if bias else 1)
 
 
 def _nonembedding_params(variant: str, n_layer: int, d_model: int, bias: bool) -> int:
-    final_norm = 0 if variant == "gpt1" else d_model * (2 if bias else 1)  # GPT-1 has no ln_f
-    return n_layer * _block_params(d_model, bias) + final_norm
+    # GPT-1 has no ln_f; llama's is an RMSNorm (gains only).
+    final_norm = 0 if variant == "gpt1" else d_model * (2 if bias else 1)
+    return n_layer * _block_params(variant, d_model, bias) + final_norm
 
 
 @dataclass(frozen=True)
 class GPTConfig:
     """Shape and design of one GPT; validated on construction, JSON-serialisable via ``to_dict``.
 
-    ``context`` is the maximum sequence length (the size of ``wpe``); ``band_window`` only affects
-    the banded layers of ``gpt3``. The MLP width is 4·d_model, as in GPT-1/2/3.
+    ``context`` is the maximum sequence length (the size of ``wpe``, or of llama's rotary
+    tables); ``band_window`` only affects the banded layers of ``gpt3``. The MLP width is
+    4·d_model, as in GPT-1/2/3, and ``swiglu_hidden(d_model)`` for llama. ``bias`` and
+    ``tie_embeddings`` left unset take the variant's design: biases and tying for gpt1-3, neither
+    for llama (which refuses biases). ``mup_base_width`` set: μP relative to that width.
     """
 
     variant: Variant = "gpt2"
@@ -75,10 +107,11 @@ class GPTConfig:
     context: int = 256
     vocab_size: int = 256
     dropout: float = 0.0
-    bias: bool = True
-    tie_embeddings: bool = True
+    bias: bool | None = None
+    tie_embeddings: bool | None = None
     band_window: int = 64
     gelu: Gelu = "tanh"
+    mup_base_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -103,9 +136,24 @@ class GPTConfig:
         object.__setattr__(self, "dropout", float(dropout))
         if self.gelu not in GELU_FORMS:
             raise ValueError(f"gelu must be one of {GELU_FORMS}, got {self.gelu!r}")
+        llama = self.variant == "llama"
         for name in ("bias", "tie_embeddings"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, not llama)  # the variant's own design
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if llama and self.bias:
+            raise ValueError("bias: the llama variant has no biases; leave bias unset or False")
+        if llama and self.head_dim % 2:
+            raise ValueError(
+                f"d_model / n_head must be even for llama's rotary embeddings, got "
+                f"head_dim={self.head_dim}"
+            )
+        base = self.mup_base_width
+        if base is not None:
+            if isinstance(base, bool) or not isinstance(base, numbers.Integral) or base < 1:
+                raise ValueError(f"mup_base_width must be an integer >= 1, got {base!r}")
+            object.__setattr__(self, "mup_base_width", int(base))
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
@@ -121,6 +169,11 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+    @property
+    def width_mult(self) -> float:
+        """μP's width multiplier m = d_model / mup_base_width; 1 in the standard parametrisation."""
+        return 1.0 if self.mup_base_width is None else self.d_model / self.mup_base_width
 
     def is_banded(self, layer: int) -> bool:
         """Whether block ``layer`` uses banded attention: odd layers of ``gpt3`` (GPT-3 §2.1)."""
@@ -139,7 +192,8 @@ class GPTConfig:
     @property
     def n_params_total(self) -> int:
         """All distinct parameters; a tied ``lm_head`` is counted once, as ``wte``."""
-        embeddings = (self.vocab_size + self.context) * self.d_model
+        positions = 0 if self.variant == "llama" else self.context  # llama's are rotary
+        embeddings = (self.vocab_size + positions) * self.d_model
         unembedding = 0 if self.tie_embeddings else self.vocab_size * self.d_model
         return self.n_params_nonembedding + embeddings + unembedding
 
@@ -162,8 +216,9 @@ class GPTConfig:
         term scales with their length.
 
         ``include_embedding=True`` adds the unembedding matmul, 6·d_model·vocab_size, which
-        dominates at the smallest sizes. Embedding lookups, LayerNorm, softmax and GELU are
-        not counted (they are not matmuls).
+        dominates at the smallest sizes. Embedding lookups, LayerNorm, RMSNorm, softmax, GELU,
+        SwiGLU's gating product and the rotary rotation are not counted (they are not matmuls),
+        so the formula is the same for every variant; llama's 6N counts its SwiGLU matrices.
         """
         flops = 6.0 * self.n_params_nonembedding + 12.0 * self.n_layer * self.d_model * self.context
         if include_embedding:
@@ -177,10 +232,35 @@ def band_mask(context: int, window: int) -> torch.Tensor:
     return (offset >= 0) & (offset <= window)
 
 
+class Rotary(nn.Module):
+    """Rotary position embeddings (Su et al. 2021; LLaMA): channel pairs (i, i + head_dim/2) of
+    queries and keys are rotated by position·base^(-2i/head_dim), so q·k depends on positions only
+    through their difference. Pairing the two halves (GPT-NeoX's layout) rather than adjacent
+    channels rotates with two contiguous slices instead of strided ones."""
+
+    def __init__(self, head_dim: int, context: int) -> None:
+        super().__init__()
+        inv_freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq).repeat(1, 2)
+        # Non-persistent, as the band mask: a function of the config, not a learned weight.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, n_head, T, head_dim) rotated by its positions 0..T-1."""
+        T = x.shape[-2]
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)  # bf16 under autocast
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, banded: bool) -> None:
         super().__init__()
         self.n_head, self.dropout = config.n_head, config.dropout
+        # μP: 1/d_head; None is SDPA's 1/sqrt(d_head).
+        self.scale = 1.0 / config.head_dim if config.mup_base_width is not None else None
+        self.rotary = Rotary(config.head_dim, config.context) if config.variant == "llama" else None
         self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -194,12 +274,18 @@ class CausalSelfAttention(nn.Module):
             t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
             for t in self.c_attn(x).split(C, dim=2)
         )
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
         dropout_p = self.dropout if self.training else 0.0
         if self.band_mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout_p, is_causal=True, scale=self.scale
+            )
         else:
             mask = self.band_mask[:T, :T]  # depends on i - j only, so a prefix is the same band
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -222,17 +308,53 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
+class SwiGLU(nn.Module):
+    """LLaMA's MLP: c_proj(silu(x·W_gate) ⊙ x·W_up) (Shazeer 2020), the gate and up projections
+    as one ``c_fc`` matmul of 2·hidden outputs (one kernel call instead of two)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        hidden = swiglu_hidden(config.d_model)
+        self.c_fc = nn.Linear(config.d_model, 2 * hidden, bias=False)
+        self.c_proj = nn.Linear(hidden, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.c_fc(x).chunk(2, dim=-1)
+        return self.dropout(self.c_proj(F.silu(gate) * up))
+
+
+def _norm(config: GPTConfig) -> nn.Module:
+    """LayerNorm for gpt1-3; torch's RMSNorm (gains only, no mean subtracted) for llama."""
+    if config.variant == "llama":
+        return nn.RMSNorm(config.d_model, eps=RMS_NORM_EPS)
+    return nn.LayerNorm(config.d_model, bias=config.bias)
+
+
+class Readout(nn.Linear):
+    """The unembedding, times μP's readout multiplier ``mult`` (1/m; 1 skips the product), so
+    every caller of ``lm_head`` (pre-training, the RLHF heads, sampling) gets the same logits."""
+
+    def __init__(self, d_model: int, vocab_size: int, mult: float) -> None:
+        super().__init__(d_model, vocab_size, bias=False)
+        self.mult = mult
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        return logits if self.mult == 1.0 else logits * self.mult
+
+
 class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
         self.pre_norm = config.variant != "gpt1"
-        self.ln_1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln_1 = _norm(config)
         self.attn = CausalSelfAttention(config, banded=config.is_banded(layer))
-        self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.mlp = MLP(config)
+        self.ln_2 = _norm(config)
+        self.mlp = SwiGLU(config) if config.variant == "llama" else MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pre_norm:  # GPT-2 §2.3: LayerNorm moved to the input of each sub-block
+        if self.pre_norm:  # GPT-2 §2.3 (and llama): the norm moved to each sub-block's input
             x = x + self.attn(self.ln_1(x))
             return x + self.mlp(self.ln_2(x))
         x = self.ln_1(x + self.attn(x))  # GPT-1 / Vaswani et al.: LayerNorm after the residual add
@@ -245,20 +367,20 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
+        layers: dict[str, nn.Module] = dict(wte=nn.Embedding(config.vocab_size, config.d_model))
+        if config.variant != "llama":  # llama's positions are rotary, inside attention
+            layers["wpe"] = nn.Embedding(config.context, config.d_model)
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.d_model),
-                wpe=nn.Embedding(config.context, config.d_model),
+                **layers,
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
                 # GPT-2 adds a final LayerNorm after the last block; GPT-1's blocks already
                 # end with one, so it gets an identity here.
-                ln_f=nn.Identity()
-                if config.variant == "gpt1"
-                else nn.LayerNorm(config.d_model, bias=config.bias),
+                ln_f=nn.Identity() if config.variant == "gpt1" else _norm(config),
             )
         )
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Readout(config.d_model, config.vocab_size, 1.0 / config.width_mult)
         if config.tie_embeddings:  # Press & Wolf 2017, as in GPT-1/2
             self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
@@ -269,6 +391,23 @@ class GPT(nn.Module):
             for name, p in self.named_parameters():
                 if name.endswith("c_proj.weight"):
                     nn.init.normal_(p, mean=0.0, std=std)
+        if config.mup_base_width is not None:
+            # μP: hidden matrices start with variance ∝ 1/fan_in, std/√m relative to the base.
+            with torch.no_grad():
+                for p in self.hidden_matrices():
+                    p.div_(math.sqrt(config.width_mult))
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """μP's hidden weights: the matrices inside the blocks, both dimensions ∝ width."""
+        return [p for p in self.transformer.h.parameters() if p.dim() == 2]
+
+    def lr_scales(self) -> list[tuple[nn.Parameter, float]]:
+        """Parameters whose Adam learning rate is ``lr`` times a factor other than 1: under μP
+        the hidden matrices at 1/m (Table 8's Adam column); none in the standard parametrisation.
+        """
+        if self.config.mup_base_width is None:
+            return []
+        return [(p, 1.0 / self.config.width_mult) for p in self.hidden_matrices()]
 
     def compile_blocks(self, **options: Any) -> None:
         """Compile each transformer block in place with ``torch.compile`` (once; ``options`` go
@@ -300,19 +439,25 @@ class GPT(nn.Module):
         ``wpe`` and an untied ``lm_head`` (as ``GPTConfig.n_params_nonembedding``)."""
         n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied weight once
         if non_embedding:
-            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+            n -= sum(
+                self.transformer[name].weight.numel()
+                for name in ("wte", "wpe")
+                if name in self.transformer
+            )
             if not self.config.tie_embeddings:
                 n -= self.lm_head.weight.numel()
         return n
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """Final hidden states (B, T, d_model) of token ids ``idx`` (B, T): after ``ln_f`` for
-        gpt2/gpt3, after the last block's LayerNorm for gpt1."""
+        gpt2/gpt3/llama, after the last block's LayerNorm for gpt1."""
         seq_len = idx.shape[1]
         if seq_len > self.config.context:
             raise ValueError(f"sequence length {seq_len} exceeds context={self.config.context}")
-        pos = torch.arange(seq_len, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(seq_len, device=idx.device))
+        x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x)
         return self.transformer.ln_f(x)

@@ -35,7 +35,7 @@ BUDGET = "budget"  # the cell's budget value, in the units of its kind
 BUDGET_KIND = "budget_kind"
 
 # ---- models -----------------------------------------------------------------------------------
-Variant = Literal["gpt1", "gpt2", "gpt3"]
+Variant = Literal["gpt1", "gpt2", "gpt3", "llama"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
 
 # ---- scaling laws -----------------------------------------------------------------------------

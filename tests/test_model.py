@@ -17,8 +17,11 @@ from scalelab.model import (
     GPT,
     PRESETS,
     GPTConfig,
+    Rotary,
+    SwiGLU,
     band_mask,
     config_for_params,
+    swiglu_hidden,
 )
 from scalelab.vocab import VARIANTS
 
@@ -152,7 +155,7 @@ def test_analytic_counts_equal_numel(
     variant: str, tie: bool, bias: bool, shape: tuple[int, int, int]
 ) -> None:
     n_layer, n_head, d_model = shape
-    cfg = GPTConfig(
+    fields = dict(
         variant=variant,
         n_layer=n_layer,
         n_head=n_head,
@@ -162,6 +165,11 @@ def test_analytic_counts_equal_numel(
         bias=bias,
         tie_embeddings=tie,
     )
+    if variant == "llama" and bias:
+        with pytest.raises(ValueError, match="bias: the llama variant has no biases"):
+            GPTConfig(**fields)
+        return
+    cfg = GPTConfig(**fields)
     with torch.device("meta"):
         model = GPT(cfg)
     total = sum(p.numel() for p in model.parameters())
@@ -171,7 +179,8 @@ def test_analytic_counts_equal_numel(
     assert cfg.n_params_nonembedding == non_embedding == model.num_params(non_embedding=True)
     assert cfg.n_params == cfg.n_params_nonembedding
     assert cfg.n_params_chinchilla == total
-    assert total - non_embedding == (50 + 24 + (0 if tie else 50)) * d_model
+    positions = 0 if variant == "llama" else 24  # llama's are rotary: no wpe
+    assert total - non_embedding == (50 + positions + (0 if tie else 50)) * d_model
 
 
 # --- FLOPs -----------------------------------------------------------------------------------
@@ -248,6 +257,10 @@ def test_flops_formula_terms() -> None:
         (dict(dropout="0.1"), "dropout must be a float"),
         (dict(bias="yes"), "bias must be True or False"),
         (dict(tie_embeddings=1), "tie_embeddings must be True or False"),
+        (dict(variant="llama", bias=True), "bias: the llama variant has no biases"),
+        (dict(variant="llama", d_model=60, n_head=4), "must be even for llama's rotary"),
+        (dict(mup_base_width=0), "mup_base_width must be an integer >= 1"),
+        (dict(mup_base_width=32.5), "mup_base_width must be an integer"),
     ],
 )
 def test_invalid_config_names_the_field(overrides: dict, message: str) -> None:
@@ -459,3 +472,69 @@ def test_compiled_blocks_train_like_eager_and_keep_checkpoint_keys(backend: str)
             optimizer.zero_grad()
             losses[mode].append(loss.item())
     assert losses["compiled"] == pytest.approx(losses["eager"], abs=1e-4)
+
+
+# --- The LLaMA-style variant ---------------------------------------------------------------------
+
+
+def test_llama_blocks_are_rmsnorm_swiglu_rotary_without_biases_or_positions() -> None:
+    cfg = tiny("llama", d_model=64, n_head=4)
+    assert (cfg.bias, cfg.tie_embeddings) == (False, False)  # the variant's design by default
+    model = GPT(cfg)
+    block = model.transformer.h[0]
+    assert all(isinstance(m, nn.RMSNorm) for m in (block.ln_1, block.ln_2, model.transformer.ln_f))
+    assert isinstance(block.mlp, SwiGLU) and block.attn.rotary is not None
+    assert block.mlp.c_fc.weight.shape == (2 * 168, 64)  # gate and up: 8/3·64 = 170.7 -> 168
+    assert block.mlp.c_proj.weight.shape == (64, 168)
+    assert "wpe" not in model.transformer
+    assert not [n for n, _ in model.named_parameters() if n.endswith("bias")]
+    assert model.lm_head.weight is not model.transformer.wte.weight
+    tied = GPT(tiny("llama", tie_embeddings=True))
+    assert tied.lm_head.weight is tied.transformer.wte.weight
+    assert GPT(tiny("gpt2")).transformer.h[0].attn.rotary is None
+
+
+def test_swiglu_hidden_is_8_3_of_width_rounded_to_a_multiple_of_8() -> None:
+    for d_model in range(8, 1025, 8):
+        hidden = swiglu_hidden(d_model)
+        assert hidden % 8 == 0 and abs(hidden - 8 * d_model / 3) <= 4, d_model
+    # So a llama block holds about GPT-2's 12·d² weights (+ biases): within 3% from d_model 64.
+    for d_model in (64, 144, 384):
+        llama = GPTConfig(variant="llama", n_layer=1, n_head=4, d_model=d_model)
+        gpt2 = GPTConfig(variant="gpt2", n_layer=1, n_head=4, d_model=d_model)
+        assert abs(llama.n_params / gpt2.n_params - 1) < 0.03
+
+
+def test_rotary_scores_depend_only_on_the_offset_between_positions() -> None:
+    head_dim, context = 16, 24
+    rotary = Rotary(head_dim, context)
+    q, k = torch.randn(2, head_dim)
+    # The same query and key at every position: q_i·k_j must be a function of i - j alone.
+    rq = rotary(q.expand(1, 1, context, head_dim))[0, 0]
+    rk = rotary(k.expand(1, 1, context, head_dim))[0, 0]
+    scores = rq @ rk.T
+    for offset in (0, 3, 11):
+        diagonal = torch.diagonal(scores, offset=-offset)
+        torch.testing.assert_close(diagonal, diagonal[:1].expand_as(diagonal), atol=1e-4, rtol=0)
+    assert (scores[5, 5] - scores[5, 2]).abs() > 1e-3  # and the offset does change it
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm().expand(context))  # a rotation
+    torch.testing.assert_close(rq[0], q)  # position 0 is not rotated
+
+
+def test_llama_presets_stay_near_their_names() -> None:
+    for name in PRESETS:
+        cfg = GPTConfig.from_name(name, variant="llama")
+        assert abs(cfg.n_params / nominal(name) - 1) < 0.15, name
+    cfg = config_for_params(3e5, variant="llama")
+    assert abs(cfg.n_params / 3e5 - 1) < 0.1 and cfg.head_dim % 2 == 0
+
+
+def test_llama_trains_under_bf16_autocast() -> None:
+    """The rotary tables are fp32 buffers; under autocast they follow the queries' dtype."""
+    cfg = tiny("llama")
+    model = GPT(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (2, cfg.context))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss = model(idx, idx)
+    loss.backward()
+    assert torch.isfinite(loss)
