@@ -71,6 +71,8 @@ def run_params(cfg: TrainConfig, model_cfg: GPTConfig, data: TokenData, tokens: 
         "preset": cfg.preset or "",
         "gelu": model_cfg.gelu,
         "compile": cfg.compile,
+        "parametrization": "mup" if model_cfg.mup_base_width else "standard",
+        "mup_base_width": model_cfg.mup_base_width or "",
     }
 
 

@@ -18,15 +18,26 @@ from scalelab.cli.common import TrackingOpt, UsageError, WorkspaceOpt, user_inpu
 
 TRAIN_EXAMPLE = "Example: scalelab train --preset n300k --tokens 2e6 --variant gpt2"
 CORPUS_EXAMPLE = "Example: scalelab corpus --corpus stdlib --tokenizer byte"
+# scalelab.model.PRESETS by name (importing the model would import torch into --help; a test
+# keeps the two in step), with the rounded non-embedding size each stands for.
+PRESET_HELP = (
+    "Size preset: n10k, n30k, n100k, n300k, n1m, n3m, n10m or n20m (about 1e4 to 2e7 "
+    "non-embedding parameters, half a decade apart)."
+)
 
 
 def train(
-    preset: Annotated[str | None, typer.Option(help="Size preset, e.g. n100k, n1m.")] = None,
+    preset: Annotated[str | None, typer.Option(help=PRESET_HELP)] = None,
     params: Annotated[
         float | None, typer.Option(help="Target non-embedding parameters, e.g. 3e5.")
     ] = None,
-    tokens: Annotated[float, typer.Option(help="Training tokens D, e.g. 2e6.")] = 2e6,
-    variant: Annotated[str, typer.Option(help="gpt1, gpt2 or gpt3.")] = "gpt2",
+    tokens: Annotated[
+        float,
+        typer.Option(
+            help="Training tokens D, e.g. 2e6, rounded down to whole steps (the real D is printed)."
+        ),
+    ] = 2e6,
+    variant: Annotated[str, typer.Option(help="gpt1, gpt2, gpt3 or llama.")] = "gpt2",
     corpus: Annotated[
         str, typer.Option(help="stdlib, stdlib-notests, python-all, or a path.")
     ] = "stdlib",
@@ -55,6 +66,12 @@ def train(
     ] = "auto",
     compile: Annotated[bool, typer.Option(help="torch.compile each transformer block.")] = False,
     gelu: Annotated[str, typer.Option(help="GELU form: tanh (GPT-2's) or exact.")] = "tanh",
+    mup: Annotated[
+        bool, typer.Option(help="μP relative to --mup-base-width: lr tuned there transfers.")
+    ] = False,
+    mup_base_width: Annotated[
+        int | None, typer.Option(help="With --mup: the d_model at which μP is the standard model.")
+    ] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "scalelab",
     save_checkpoint: Annotated[bool, typer.Option(help="Log the weights to MLflow.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -68,6 +85,11 @@ def train(
     with user_input(flags={"n_params_target": "--params", "tokens": "--tokens"}):
         if preset is None and params is None:
             raise UsageError("give --preset NAME or --params N (e.g. --params 3e5)")
+        if mup != (mup_base_width is not None):
+            raise UsageError(
+                "--mup-base-width: give it with --mup, and only then (the d_model the learning "
+                "rate is tuned at, e.g. --mup --mup-base-width 64)"
+            )
         for flag, value in (("--tokens", tokens), ("--params", params), ("--lr", lr)):
             # int(1e400) is an OverflowError and a NaN fails range checks with a wrong reason.
             if value is not None and not math.isfinite(value):
@@ -95,6 +117,8 @@ def train(
             precision=precision,
             compile=compile,
             gelu=gelu,
+            parametrization="mup" if mup else "standard",
+            mup_base_width=mup_base_width,
             experiment=experiment,
             save_checkpoint=save_checkpoint,
         )
@@ -117,12 +141,22 @@ def train(
         return
     if json_out:
         typer.echo(json.dumps(result.__dict__))
-    else:
-        typer.echo(
-            f"final val loss {result.loss:.4f} nats/token ({result.bpb:.4f} bits/byte) | "
-            f"N={result.n_params:,} D={result.tokens:,} C={result.compute:.3g} | "
-            f"{result.wall_time:.1f}s | MLflow run {result.run_id}"
-        )
+        return
+    if result.tokens != cfg.tokens:
+        typer.echo(_rounded_budget(cfg.tokens, result.tokens, cfg.batch_size * cfg.context))
+    typer.echo(
+        f"final val loss {result.loss:.4f} nats/token ({result.bpb:.4f} bits/byte) | "
+        f"N={result.n_params:,} D={result.tokens:,} C={result.compute:.3g} | "
+        f"{result.wall_time:.1f}s | MLflow run {result.run_id}"
+    )
+
+
+def _rounded_budget(asked: int, trained: int, per_step: int) -> str:
+    """Why D differs from --tokens: the budget is trained in whole optimizer steps."""
+    return (
+        f"--tokens {asked:,} trained as D={trained:,}: whole steps of "
+        f"{per_step:,} tokens (--batch-size x --context), {trained // per_step:,} steps"
+    )
 
 
 def corpus(

@@ -45,6 +45,14 @@ class TrainConfig(BaseModel):
     gelu: Literal["tanh", "exact"] = Field(
         "tanh", description="GELU form: GPT-2's tanh approximation or the exact erf form"
     )
+    parametrization: Literal["standard", "mup"] = Field(
+        "standard",
+        description="mup: the maximal-update parametrisation relative to mup_base_width "
+        "(scalelab/model.py), so a learning rate tuned at that width holds at others",
+    )
+    mup_base_width: int | None = Field(
+        None, ge=1, description="mup: the d_model at which the model is the standard one"
+    )
 
     # Data.
     corpus: str = "stdlib"
@@ -95,6 +103,15 @@ class TrainConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _mup_has_a_base(self) -> TrainConfig:
+        if (self.parametrization == "mup") != (self.mup_base_width is not None):
+            raise ValueError(
+                "mup_base_width: give it (the width a learning rate is tuned at, e.g. 64) with "
+                "parametrization mup, and only then"
+            )
+        return self
+
     def model_cfg(self, vocab_size: int) -> GPTConfig:
         from scalelab.model import GPTConfig, config_for_params
 
@@ -105,6 +122,7 @@ class TrainConfig(BaseModel):
             dropout=self.dropout,
             band_window=self.band_window,
             gelu=self.gelu,
+            mup_base_width=self.mup_base_width,
         )
         if self.preset is not None:
             return GPTConfig.from_name(self.preset, **shape)
