@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from plotly.offline import get_plotlyjs
 from pydantic import ValidationError
-from test_query_data import Sweep, make_study, shared_sweep, write_csv
+from test_query_data import KNOWN, Sweep, make_study, shared_sweep, write_csv
 
 from scalelab.dashboard import (
     ALL_PANELS,
@@ -23,7 +25,13 @@ from scalelab.dashboard import (
     write_html,
     write_pngs,
 )
-from scalelab.dashboard.definition import DashboardDefinition, OptunaStudy, Planned, Source
+from scalelab.dashboard.definition import (
+    OPTUNA_PANELS,
+    DashboardDefinition,
+    OptunaStudy,
+    Planned,
+    Source,
+)
 from scalelab.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +70,75 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> Dashboard:
         sources=[Source(experiment="syn", optuna=OptunaStudy(storage=storage, study="syn-study"))],
         planned=[Planned(compute=1e16), Planned(label="1M", n_params=1e6, tokens=1e8)],
         backtest={"ratios": [10], "resamples": 4},
+    )
+    return build_dashboard(fast(definition), ws)
+
+
+# ---- a sweep shaped like the quickstart ---------------------------------------------------------
+QS_SIZES = (1e4, 2e4, 3e4, 5e4, 1.5e5, 4.5e5)
+QS_TOKENS = (4e5, 1.6e6)
+QS_CELLS = [f"n{n:.0e}-d{d:.0e}" for n in QS_SIZES for d in QS_TOKENS]
+
+
+def make_ladder(ws: Workspace, name: str = "qs") -> None:
+    """One MLflow run per cell of a 6-size x 2-budget ladder, validated once (at the end)."""
+    from mlflow.entities import Metric, Param
+
+    from scalelab.results import tracking
+
+    exp_id = tracking.ensure_experiment(name, ws)
+    client = tracking.client(ws)
+    for cell, (n, d) in zip(QS_CELLS, [(n, d) for n in QS_SIZES for d in QS_TOKENS], strict=True):
+        tags = {"sweep": name, "cell": cell, "trial": "0", "corpus": "c", "tokenizer": "byte"}
+        rid = client.create_run(exp_id, tags=tags).info.run_id
+        loss = float(KNOWN.predict(n_params=n, tokens=d))
+        metrics = [Metric("val/loss", loss, 0, 10), Metric("loss", loss, 0, 10)]
+        metrics += [Metric("tokens_seen", d * s / 10, 0, s) for s in (5, 10)]
+        params = {"n_params": int(n), "tokens": d, "compute": 6 * n * d, "corpus": "c"}
+        params["tokenizer"] = "byte"
+        client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+        client.set_terminated(rid)
+
+
+def make_cell_studies(storage: str, sweep: str, *, trials: int, searched: bool, steps: int) -> None:
+    """One Optuna study per cell (``<sweep>/<cell>``), as a sweep keeps them: the learning rate
+    and warm-up searched or fixed (one-choice parameters), ``steps`` reports per trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for k, cell in enumerate(QS_CELLS):
+        study = optuna.create_study(
+            study_name=f"{sweep}/{cell}", storage=storage, sampler=optuna.samplers.RandomSampler(k)
+        )
+
+        def objective(trial: optuna.Trial, k: int = k) -> float:
+            if searched:
+                lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+                warmup = trial.suggest_float("warmup", 0.0, 0.2)
+            else:
+                lr = trial.suggest_categorical("lr", [0.2 / (16 + 8 * k)])
+                warmup = trial.suggest_categorical("warmup", [0.05])
+            trial.suggest_categorical("batch_size", [16])
+            loss = 2.0 + 0.05 * k + (math.log10(lr) + 2.5) ** 2 + warmup
+            for step in range(1, steps + 1):
+                trial.report(loss + 1.0 / step - 1.0 / steps, step * 2048)
+            return loss
+
+        study.optimize(objective, n_trials=trials)
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Dashboard:
+    """Every panel of a quickstart-shaped sweep: 12 cells, one trial each, nothing searched,
+    every run validated once, at its end."""
+    root = tmp_path_factory.mktemp("quickstart")
+    ws = Workspace.resolve(root / "ws").ensure()
+    make_ladder(ws)
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    make_cell_studies(storage, "qs", trials=1, searched=False, steps=1)
+    source = Source(experiment="qs", optuna=OptunaStudy(storage=storage, study="qs"))
+    definition = DashboardDefinition(
+        title="quickstart", sources=[source], law="chinchilla", backtest={"ratios": [10]}
     )
     return build_dashboard(fast(definition), ws)
 
@@ -192,24 +269,78 @@ def test_a_sweeps_cell_studies_are_drawn_from_its_journal(tmp_path: Path) -> Non
     for cell in ("n10k", "n30k"):
         make_study(storage, name=f"lr/{cell}", n_trials=4)
     csv = write_csv(tmp_path / "runs.csv")
-    panels = ["optuna_history", "optuna_importances", "optuna_intermediate"]
     definition = DashboardDefinition(
         title="sweep",
         sources=[Source(csv=csv, optuna=OptunaStudy(storage=url, study="lr"))],
-        panels=panels,
+        panels=list(OPTUNA_PANELS),
     )
     board = build_dashboard(definition, Workspace.resolve(tmp_path / "ws"))
     assert board.notes == []
-    assert [p.key for p in board.panels] == [panels[0], *[panels[1]] * 2, *[panels[2]] * 2]
+    assert [p.key for p in board.panels] == list(OPTUNA_PANELS)  # the cells share each panel
     history = board.panels[0].figure
-    assert {t.name for t in history.data} >= {"Objective Value of lr/n10k", "Best Value of lr/n30k"}
-    assert board.panels[4].title.endswith("study lr/n30k")
-    assert board.panels[4].figure.layout.xaxis.title.text.startswith("tokens seen")
+    assert [t.name for t in history.data if t.showlegend is not False] == ["n10k", "n30k"]
+    assert board.panels[2].figure.layout.xaxis.title.text.startswith("tokens seen")
     missing = definition.model_copy(
         update={"sources": [Source(csv=csv, optuna=OptunaStudy(storage=url, study="nope"))]}
     )
     notes = build_dashboard(missing, Workspace.resolve(tmp_path / "ws")).notes
     assert any("no Optuna study 'nope'" in n for n in notes)
+
+
+def _optuna_board(tmp_path: Path, **studies: Any) -> Dashboard:
+    """The Optuna panels of a 12-cell sweep (``make_cell_studies``'s arguments)."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    make_cell_studies(storage, "qs", **studies)
+    source = Source(
+        csv=write_csv(tmp_path / "runs.csv"), optuna=OptunaStudy(storage=storage, study="qs")
+    )
+    definition = DashboardDefinition(title="qs", sources=[source], panels=list(OPTUNA_PANELS))
+    return build_dashboard(definition, Workspace.resolve(tmp_path / "ws"))
+
+
+def test_a_twelve_cell_sweep_is_one_readable_panel_per_optuna_view(tmp_path: Path) -> None:
+    board = _optuna_board(tmp_path, trials=4, searched=True, steps=3)
+    assert [p.key for p in board.panels] == list(OPTUNA_PANELS) and board.notes == []
+    history, importances, intermediate = (p.figure for p in board.panels)
+    # One legend entry per cell, each cell its own colour (no recycled palette).
+    shown = [t for t in history.data if t.showlegend is not False]
+    assert [t.name for t in shown] == QS_CELLS
+    assert len({t.marker.color for t in shown}) == 12
+    assert len([t for t in intermediate.data if t.showlegend is not False]) == 12
+    # Importances of the searched parameters only: batch_size took one value in every cell.
+    # Importances of the searched parameters only (batch_size took one value in every cell),
+    # and never the equal shares Optuna gives when it cannot tell parameters apart.
+    assert sorted(t.name for t in importances.data) == ["lr", "warmup"]
+    lr, warmup = sorted(importances.data, key=lambda t: t.name)
+    assert list(lr.x) == list(warmup.x) and 0 < len(lr.x) <= 12
+    assert all(abs(a - b) > 1e-9 for a, b in zip(lr.y, warmup.y, strict=True))
+
+
+def test_a_sweep_validated_once_shows_its_points_and_the_law_to_its_marks(
+    quickstart: Dashboard,
+) -> None:
+    figures = {p.key: p.figure for p in quickstart.panels}
+    for key in ("curves_tokens", "curves_compute"):
+        runs = [t for t in figures[key].data if t.name]  # the unnamed trace is the colour bar
+        assert len(runs) == 12 and all(len(t.x) == 1 and "markers" in t.mode for t in runs)
+    # The law runs out to the farthest mark drawn on the compute axis (1000x beyond).
+    fig = figures["loss_vs_compute"]
+    law = max(max(t.x) for t in fig.data if t.name and "law" in t.name)
+    assert max(shape.x0 for shape in fig.layout.shapes) <= law
+    assert set(OPTUNA_PANELS) <= set(quickstart.left_out)
+    assert not {"optuna_history", "optuna_importances"} & {p.key for p in quickstart.panels}
+
+
+def test_optuna_views_without_information_are_left_out_in_one_line(tmp_path: Path) -> None:
+    # The quickstart's shape: one trial per cell, nothing searched, one report each.
+    board = _optuna_board(tmp_path, trials=1, searched=False, steps=1)
+    assert board.panels == [] and board.problems == []
+    assert list(board.left_out) == list(OPTUNA_PANELS)
+    html = render_html(board)
+    assert html.count("class='left-out'") == 1
+    line = html.split("class='left-out'>")[1].split("</p>")[0]
+    assert "\n" not in line and all(key in line for key in OPTUNA_PANELS)
+    assert "one trial" in line
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -356,16 +487,12 @@ def test_png_export_writes_every_panel_or_says_why(full: Dashboard, tmp_path: Pa
     assert all(_png_is_not_blank(p.read_bytes()) for p in paths)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)",
-)
-def test_chromium_renders_every_panel_offline(full: Dashboard, tmp_path: Path) -> None:
+def _render(board: Dashboard, tmp_path: Path) -> tuple[list[dict], list[str], list[str], Path]:
+    """Open the dashboard offline in Chromium: each plot's marks, console errors, network
+    requests, and a full-page screenshot."""
     from playwright.sync_api import sync_playwright
 
-    path = write_html(full, tmp_path / "board.html")
-    expected = [len(p.figure.data) for p in full.panels]
+    path = write_html(board, tmp_path / "board.html")
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as pw:
@@ -381,7 +508,7 @@ def test_chromium_renders_every_panel_offline(full: Dashboard, tmp_path: Path) -
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(path.as_uri())
             page.wait_for_function(
-                f"document.querySelectorAll('.js-plotly-plot').length === {len(expected)}",
+                f"document.querySelectorAll('.js-plotly-plot').length === {len(board.panels)}",
                 timeout=60_000,
             )
             plots = page.evaluate(VISIBLE_MARKS)
@@ -389,14 +516,40 @@ def test_chromium_renders_every_panel_offline(full: Dashboard, tmp_path: Path) -
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
+    return plots, errors, requests, shot
+
+
+def _assert_every_panel_drawn(board: Dashboard, tmp_path: Path) -> None:
+    plots, errors, requests, shot = _render(board, tmp_path)
     assert errors == []
     assert requests == []
-    assert [p["id"] for p in plots] == [f"panel-{i}" for i in range(len(expected))]
-    assert [p["traces"] for p in plots] == expected
-    for plot, panel in zip(plots, full.panels, strict=True):
+    assert [p["id"] for p in plots] == [f"panel-{i}" for i in range(len(board.panels))]
+    assert [p["traces"] for p in plots] == [len(p.figure.data) for p in board.panels]
+    for plot, panel in zip(plots, board.panels, strict=True):
         assert plot["svgs"] >= 2, plot  # plotly draws a main SVG and an overlay SVG
         # Marks (lines, markers, bars) with a size, inside the plot area: a bar chart whose
-        # categories were put on a numeric axis has paths, but none of them visible.
+        # categories were put on a numeric axis has paths, but none of them visible, and a
+        # line through one point is a path of no size.
         assert plot["marks"] > 0 and plot["height"] > 300, plot
         assert plot["title"] == panel.title
     assert _png_is_not_blank(shot.read_bytes())
+
+
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)",
+)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_chromium_renders_every_panel_offline(full: Dashboard, tmp_path: Path) -> None:
+    _assert_every_panel_drawn(full, tmp_path)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_a_sweep_validated_once_per_run_has_no_empty_panel(
+    quickstart: Dashboard, tmp_path: Path
+) -> None:
+    _assert_every_panel_drawn(quickstart, tmp_path)

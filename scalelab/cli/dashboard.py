@@ -90,8 +90,10 @@ def dashboard(
     seconds = time.perf_counter() - started
     size = target.stat().st_size / 1e6
     typer.echo(f"dashboard: {target} ({len(board.panels)} panels, {size:.1f} MB, {seconds:.1f} s)")
-    for note in board.notes:
+    for note in board.problems:
         typer.echo(f"note: {note}", err=True)
+    if (line := board.left_out_line()) is not None:
+        typer.echo(f"note: {line}", err=True)
     if log:
         _log_dashboard(board, target, ws)
 

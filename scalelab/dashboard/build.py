@@ -2,8 +2,9 @@
 
 Fits are not redone when a stored one saw the same data: the latest ``scalelab fit`` of an
 experiment, or an earlier dashboard's fit of the same CSV (both in ``<workspace>/fits/``).
-A panel whose data is missing (no training curves, no study, no IsoFLOP minimum) is left out
-with a note instead of failing the dashboard.
+A panel whose data is missing (no training curves, no study, no IsoFLOP minimum) or would
+carry no information (one trial per study, no parameter searched) is left out, and the page
+says which and why in one line, instead of failing the dashboard or drawing an empty panel.
 """
 
 from __future__ import annotations
@@ -57,12 +58,25 @@ class Panel:
 
 @dataclass
 class Dashboard:
-    """The panels, the notes on what was left out, and the sources they came from."""
+    """The panels, the problems met on the way, the panels left out (with why), and the
+    sources they came from."""
 
     definition: DashboardDefinition
     views: list[SourceView]
     panels: list[Panel] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> list[str]:
+        """Problems, then one ``panel 'KEY' left out: WHY`` line per panel left out."""
+        return self.problems + [f"panel '{k}' left out: {why}" for k, why in self.left_out.items()]
+
+    def left_out_line(self) -> str | None:
+        """The panels left out and why, in one line (``None`` when every panel was drawn)."""
+        if not self.left_out:
+            return None
+        return "Left out: " + "; ".join(f"{k} ({why})" for k, why in self.left_out.items()) + "."
 
 
 def load_table(source: Source, workspace: Workspace, *, curves: bool) -> RunTable:
@@ -168,9 +182,10 @@ def _load_studies(spec: OptunaStudy) -> list[Any]:
 
         storage = open_storage(storage)
     names = optuna.get_all_study_names(storage)
-    wanted = [n for n in names if n == spec.study] + sorted(
+    # In the order the storage created them: a sweep creates its cells in its spec's order.
+    wanted = [n for n in names if n == spec.study] + [
         n for n in names if n.startswith(f"{spec.study}/")
-    )
+    ]
     studies = [optuna.load_study(study_name=n, storage=storage) for n in wanted]
     studies = [s for s in studies if s.trials]
     if not studies:
@@ -255,12 +270,12 @@ def build_dashboard(
 
     logging.getLogger("optuna").setLevel(logging.WARNING)
     views, notes = gather(definition, workspace, preloaded=preloaded, n_jobs=n_jobs, say=say)
-    dashboard = Dashboard(definition, views, notes=notes)
+    dashboard = Dashboard(definition, views, problems=notes)
     for key in definition.panels:
         try:
             made = figures.PANELS[key](views, definition)
-        except figures.NoData as err:
-            dashboard.notes.append(f"panel '{key}' left out: {err}")
+        except figures.NoData as err:  # no data, or nothing a reader would learn from it
+            dashboard.left_out[key] = str(err)
             continue
         dashboard.panels += [Panel(key, title, fig) for title, fig in made]
     return dashboard

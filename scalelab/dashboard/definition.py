@@ -22,7 +22,7 @@ does not silently drop a setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
@@ -42,7 +42,9 @@ PanelKey = Literal[
     "optuna_importances",
     "optuna_intermediate",
 ]
-ALL_PANELS: tuple[str, ...] = PanelKey.__args__  # type: ignore[attr-defined]
+# The one list of panel names: scalelab.dashboard.figures draws each with its function of
+# the same name.
+ALL_PANELS: tuple[str, ...] = get_args(PanelKey)
 OPTUNA_PANELS: tuple[str, ...] = ("optuna_history", "optuna_importances", "optuna_intermediate")
 # The panels a fit run carries: everything that needs only the runs and the fit.
 FIT_PANELS: tuple[str, ...] = tuple(

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
+from scalelab.dashboard.definition import ALL_PANELS
+from scalelab.results.fits import EXTRAPOLATION_WARN
 from scalelab.vocab import compute_6nd
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ PARAMS = "parameters N (non-embedding)"
 TOKENS = "training tokens D"
 GRID = 80
 HEIGHT = 520
+FEW_POINTS = 5  # a curve with fewer points gets markers: a one-point line draws nothing
 
 
 class NoData(Exception):
@@ -42,6 +45,16 @@ Made = list[tuple[str, go.Figure]]
 # ---- helpers ---------------------------------------------------------------------------------
 def _color(i: int) -> str:
     return qualitative.Plotly[i % len(qualitative.Plotly)]
+
+
+def palette(n: int) -> list[str]:
+    """``n`` distinct colours: plotly's 10, then Dark24's 24, then samples of a rainbow
+    scale, so that no two traces of a figure share a colour."""
+    if n <= len(qualitative.Plotly):
+        return list(qualitative.Plotly[:n])
+    if n <= len(qualitative.Dark24):
+        return list(qualitative.Dark24[:n])
+    return sample_colorscale("Turbo", list(np.linspace(0.05, 0.95, n)), colortype="rgb")
 
 
 def _rgba(color: str, alpha: float) -> str:
@@ -66,8 +79,9 @@ def _layout(
         margin={"l": 70, "r": 30, "t": 60, "b": 60},
         legend={"orientation": "h", "y": -0.18},
     )
-    fig.update_xaxes(title_text=x)
-    fig.update_yaxes(title_text=y)
+    # Powers of ten, not SI prefixes: "30p" for a residual or "100B" for FLOPs misleads.
+    fig.update_xaxes(title_text=x, exponentformat="power")
+    fig.update_yaxes(title_text=y, exponentformat="power")
     if logx is not None:
         fig.update_xaxes(type="log" if logx else "linear")
     if logy is not None:
@@ -156,9 +170,24 @@ def _fitted(views: list[SourceView]) -> list[tuple[int, SourceView, StoredFit]]:
     return [(i, v, v.fit) for i, v in enumerate(views) if v.fit is not None]
 
 
-def _compute_grid(fit: StoredFit, planned: list[Planned]) -> np.ndarray:
-    top = max([fit.data["max_compute"], *[p.total_compute for p in planned]])
+def _compute_grid(fit: StoredFit, planned: list[Planned], reach: float = 1.0) -> np.ndarray:
+    """Compute from half the smallest fitted run to twice the largest of the fitted runs times
+    ``reach`` and the planned sizes."""
+    top = max([fit.data["max_compute"] * reach, *[p.total_compute for p in planned]])
     return np.geomspace(fit.data["min_compute"] / 2, top * 2, GRID)
+
+
+def _compute_for_sizes(
+    fit: StoredFit, runs: Any, planned: list[Planned], grid: np.ndarray
+) -> np.ndarray:
+    """Budgets whose compute-optimal N spans the size axis (half the smallest run to twice the
+    largest run or planned size), so the law runs across the whole plot; ``grid`` when none
+    does (an allocation far outside the runs)."""
+    sizes = [*runs["n_params"].to_numpy(dtype=float), *[p.n_params for p in planned if p.n_params]]
+    wide = np.geomspace(grid[0] / 1e6, grid[-1] * 1e6, 4 * GRID)
+    n_opt = fit.law.optimal_allocation(wide)[0]
+    inside = (n_opt >= min(sizes) / 2) & (n_opt <= max(sizes) * 2)
+    return wide[inside] if inside.sum() >= 2 else grid
 
 
 def _planned_point(fit: StoredFit, p: Planned) -> tuple[float, float, Any] | None:
@@ -212,13 +241,13 @@ def _add_planned(
 
 
 def _extrapolation_marks(fig: go.Figure, fits: list[tuple[int, SourceView, StoredFit]]) -> None:
-    """Dotted lines at the largest fitted compute and 1000x beyond it (where predict warns)."""
+    """Dotted lines at the largest fitted compute and where ``predict`` starts warning."""
     if not fits:
         return
     top = max(fit.data["max_compute"] for _, _, fit in fits)
     for x, color, text in (
         (top, "grey", "largest fitted C"),
-        (top * 1000, "firebrick", "1000× beyond"),
+        (top * EXTRAPOLATION_WARN, "firebrick", f"{EXTRAPOLATION_WARN:g}× beyond"),
     ):
         fig.add_vline(x=x, line_dash="dot", line_color=color)
         # Annotations on a log axis take log10 coordinates (add_vline's own would not).
@@ -258,8 +287,9 @@ def curves(views: list[SourceView], definition: DashboardDefinition, x: str) -> 
                 go.Scatter(
                     x=g[column],
                     y=g["loss"],
-                    mode="lines",
+                    mode="lines+markers" if len(g) < FEW_POINTS else "lines",
                     line={"color": color, "width": 1.5, "dash": dashes[k % len(dashes)]},
+                    marker={"color": color, "size": 6},
                     name=f"{view.label}: {run_id}",
                     showlegend=False,
                     hovertemplate=(
@@ -324,7 +354,9 @@ def loss_against(views: list[SourceView], definition: DashboardDefinition, varia
             continue
         variables = fit.law.variables
         color = "#d62728" if single else _color(i)
-        grid = _compute_grid(fit, definition.planned)
+        # On the compute axis the law runs out to the extrapolation mark drawn there.
+        reach = EXTRAPOLATION_WARN if variable == "compute" else 1.0
+        grid = _compute_grid(fit, definition.planned, reach)
         if variable == "compute" and variables in (("n_params", "tokens"), ("compute",)):
             _band(
                 fig,
@@ -336,11 +368,11 @@ def loss_against(views: list[SourceView], definition: DashboardDefinition, varia
             )
             drew_law = True
         elif variable == "n_params" and variables == ("n_params", "tokens"):
-            n_opt, _ = fit.law.optimal_allocation(grid)
+            on_axis = _compute_for_sizes(fit, runs, definition.planned, grid)
             _band(
                 fig,
-                n_opt,
-                fit.boot.predict(compute=grid),
+                fit.law.optimal_allocation(on_axis)[0],
+                fit.boot.predict(compute=on_axis),
                 color,
                 f"{view.label}: {fit.law_key} law at the compute-optimal D",
             )
@@ -355,7 +387,8 @@ def loss_against(views: list[SourceView], definition: DashboardDefinition, varia
     if not fig.data:
         raise NoData(f"no source has a '{column}' column")
     if variable == "compute":
-        _extrapolation_marks(fig, _fitted(views))
+        if drew_law:  # with no law on the axis, the marks would only stretch it
+            _extrapolation_marks(fig, _fitted(views))
         title = "Final loss against compute"
     else:
         title = "Final loss against model size"
@@ -619,113 +652,191 @@ def _studies(views: list[SourceView]) -> list[SourceView]:
     return have
 
 
-def _study_title(base: str, view: SourceView, study: Any, many_views: bool) -> str:
-    title = f"{base}: study {study.study_name}"
-    return f"{title} ({view.label})" if many_views else title
+def _cell(view: SourceView, study: Any) -> str:
+    """A study's name in a legend: its cell (``<sweep>/<cell>`` without the sweep)."""
+    return study.study_name.removeprefix(f"{view.optuna.study}/")
+
+
+def _optuna_layout(fig: go.Figure, title: str, x: str, y: str, legend: str) -> go.Figure:
+    """The house style, with a legend titled by what its entries are (cells or parameters)."""
+    _layout(fig, title, x, y, logx=None, logy=None)
+    fig.update_layout(legend_title_text=legend)
+    return fig
+
+
+def _complete(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def optuna_history(views: list[SourceView], definition: DashboardDefinition) -> Made:
-    """Optuna's optimisation history: every study of a source (a sweep's cells) in one plot."""
-    from optuna.visualization import plot_optimization_history
-
-    have = _studies(views)
+    """Each trial's objective and the best so far, every study of a source (a sweep's cells)
+    in one plot, one colour per cell; left out when no study has two finished trials."""
     out = []
+    have = _studies(views)
     for view in have:
-        names = ", ".join(s.study_name for s in view.studies[:3])
-        more = len(view.studies) - 3
-        names += f" and {more} more" if more > 0 else ""
-        title = f"Optimisation history: {names}" + (f" ({view.label})" if len(have) > 1 else "")
-        fig = plot_optimization_history(view.studies if len(view.studies) > 1 else view.studies[0])
-        out.append(
-            (
-                title,
-                _layout(
-                    fig, title, "trial number", view.optuna.objective_label, logx=None, logy=None
-                ),
+        studies = [s for s in view.studies if len(_complete(s)) >= 2]
+        if not studies:
+            continue
+        fig = go.Figure()
+        for color, study in zip(palette(len(studies)), studies, strict=True):
+            trials = _complete(study)
+            x = list(range(len(trials)))
+            values = [t.value for t in trials]
+            cell = _cell(view, study)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=values,
+                    mode="markers",
+                    name=cell,
+                    legendgroup=cell,
+                    marker={"color": color, "size": 7},
+                    hovertemplate=f"{cell}<br>trial %{{x}}<br>value %{{y:.4f}}<extra></extra>",
+                )
             )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=np.minimum.accumulate(values),
+                    mode="lines",
+                    name=f"{cell}: best so far",
+                    legendgroup=cell,
+                    showlegend=False,
+                    line={"color": color, "width": 1.5},
+                    hoverinfo="skip",
+                )
+            )
+        title = f"Optimisation history of {len(studies)} studies: each trial and the best so far"
+        title += f" ({view.label})" if len(have) > 1 else ""
+        label = view.optuna.objective_label
+        out.append(
+            (title, _optuna_layout(fig, title, "finished trial of the study", label, "study"))
+        )
+    if not out:
+        raise NoData("no study has two finished trials: a history of one trial shows nothing")
+    return out
+
+
+def _importances(study: Any) -> dict[str, float] | None:
+    """Optuna's importances of the parameters the study varied, when it can tell them apart:
+    ``None`` for fewer than two varied parameters (one has importance 1 by construction) or
+    too few trials (Optuna then calls every parameter equally important)."""
+    import warnings
+
+    import optuna
+
+    trials = _complete(study)
+    varied = sorted(
+        name
+        for name in {k for t in trials for k in t.params}
+        if len({repr(t.params.get(name)) for t in trials}) > 1
+    )
+    if len(varied) < 2:
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        importances = optuna.importance.get_param_importances(study, params=varied)
+    if any("importances will be equal" in str(w.message) for w in caught):
+        return None
+    return importances
+
+
+def optuna_importances(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """Importances of the searched hyperparameters, a bar per cell and parameter, one plot per
+    source; cells whose importances carry no information are skipped."""
+    out = []
+    have = _studies(views)
+    for view in have:
+        table = {_cell(view, s): imp for s in view.studies if (imp := _importances(s))}
+        if not table:
+            continue
+        params = sorted({p for imp in table.values() for p in imp})
+        fig = go.Figure()
+        for color, param in zip(palette(len(params)), params, strict=True):
+            fig.add_trace(
+                go.Bar(
+                    x=list(table),
+                    y=[imp.get(param, 0.0) for imp in table.values()],
+                    name=param,
+                    marker_color=color,
+                    hovertemplate=f"%{{x}}<br>{param}: %{{y:.2f}}<extra></extra>",
+                )
+            )
+        fig.update_layout(barmode="group")
+        title = f"Hyperparameter importances in {len(table)} studies"
+        title += f" ({view.label})" if len(have) > 1 else ""
+        ylabel = "importance (share, sums to 1 per study)"
+        out.append((title, _optuna_layout(fig, title, "study", ylabel, "parameter")))
+    if not out:
+        raise NoData(
+            "no study varied two or more parameters over enough finished trials to rank them"
         )
     return out
 
 
-def optuna_importances(views: list[SourceView], definition: DashboardDefinition) -> Made:
-    """Optuna's hyperparameter importances (fANOVA), one plot per study."""
-    from optuna.visualization import plot_param_importances
-
-    out, reasons = [], []
-    have = _studies(views)
-    for view in have:
-        for study in view.studies:
-            try:
-                fig = plot_param_importances(study)
-            except (ValueError, RuntimeError) as err:
-                reasons.append(f"{study.study_name}: {err}")
-                continue
-            if not fig.data:
-                reasons.append(
-                    f"{study.study_name}: fewer than two finished trials with varied parameters"
-                )
-                continue
-            title = _study_title("Hyperparameter importances", view, study, len(have) > 1)
-            out.append(
-                (
-                    title,
-                    _layout(
-                        fig,
-                        title,
-                        "importance (share of objective variance)",
-                        "hyperparameter",
-                        logx=None,
-                        logy=None,
-                    ),
-                )
-            )
-    if not out:
-        raise NoData("; ".join(reasons))
-    return out
-
-
 def optuna_intermediate(views: list[SourceView], definition: DashboardDefinition) -> Made:
-    """Intermediate values each trial reported to the pruner, one plot per study."""
-    from optuna.visualization import plot_intermediate_values
+    """Values each trial reported to the pruner, every trial of a source in one plot, one
+    colour per cell (pruned trials dotted); left out when no trial reported twice."""
+    from optuna.trial import TrialState
 
     out = []
     have = _studies(views)
     for view in have:
-        for study in view.studies:
-            if not any(t.intermediate_values for t in study.trials):
-                continue
-            title = _study_title(
-                "Intermediate values reported to the pruner", view, study, len(have) > 1
-            )
-            fig = plot_intermediate_values(study)
-            out.append(
-                (
-                    title,
-                    _layout(
-                        fig,
-                        title,
-                        view.optuna.step_label,
-                        view.optuna.objective_label,
-                        logx=None,
-                        logy=None,
-                    ),
+        studies = [s for s in view.studies if any(len(t.intermediate_values) > 1 for t in s.trials)]
+        if not studies:
+            continue
+        fig = go.Figure()
+        for color, study in zip(palette(len(studies)), studies, strict=True):
+            cell = _cell(view, study)
+            reported = [t for t in study.trials if t.intermediate_values]
+            for k, trial in enumerate(reported):
+                steps = sorted(trial.intermediate_values)
+                pruned = trial.state == TrialState.PRUNED
+                fig.add_trace(
+                    go.Scatter(
+                        x=steps,
+                        y=[trial.intermediate_values[s] for s in steps],
+                        mode="lines+markers",
+                        name=cell,
+                        legendgroup=cell,
+                        showlegend=k == 0,
+                        line={"color": color, "width": 1.2, "dash": "dot" if pruned else "solid"},
+                        marker={"size": 4},
+                        hovertemplate=(
+                            f"{cell}, trial {trial.number} ({trial.state.name.lower()})"
+                            "<br>%{x:.3g}: %{y:.4f}<extra></extra>"
+                        ),
+                    )
                 )
-            )
+        title = "Intermediate values reported to the pruner (pruned trials dotted)"
+        title += f" ({view.label})" if len(have) > 1 else ""
+        o = view.optuna
+        out.append((title, _optuna_layout(fig, title, o.step_label, o.objective_label, "study")))
     if not out:
-        raise NoData("no trial reported intermediate values")
+        raise NoData("no trial reported more than one intermediate value")
     return out
 
 
+# ---- the panels by name ------------------------------------------------------------------------
+def curves_tokens(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    return curves(views, definition, "tokens")
+
+
+def curves_compute(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    return curves(views, definition, "compute")
+
+
+def loss_vs_params(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    return loss_against(views, definition, "n_params")
+
+
+def loss_vs_compute(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    return loss_against(views, definition, "compute")
+
+
+# The definition's PanelKey names the panels; each is drawn by the function of that name here.
 PANELS: dict[str, Callable[[list[SourceView], DashboardDefinition], Made]] = {
-    "curves_tokens": lambda v, d: curves(v, d, "tokens"),
-    "curves_compute": lambda v, d: curves(v, d, "compute"),
-    "loss_vs_params": lambda v, d: loss_against(v, d, "n_params"),
-    "loss_vs_compute": lambda v, d: loss_against(v, d, "compute"),
-    "isoflop": isoflop,
-    "frontier": frontier,
-    "residuals": residuals,
-    "backtest": backtest,
-    "optuna_history": optuna_history,
-    "optuna_importances": optuna_importances,
-    "optuna_intermediate": optuna_intermediate,
+    key: globals()[key] for key in ALL_PANELS
 }

@@ -26,7 +26,7 @@ section.panel { margin: 1.5em 0; border-top: 1px solid #ddd; padding-top: 0.5em;
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1em; }
 td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
-.notes li { color: #8a5a00; } code { background: #f4f4f4; padding: 0 3px; }
+.notes li, .left-out { color: #8a5a00; } code { background: #f4f4f4; padding: 0 3px; }
 """
 HEIGHT_PNG = 520
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"scale": 2}}
@@ -103,12 +103,14 @@ def render_html(dashboard: Dashboard) -> str:
     if d.description:
         parts.append(f"<p>{html.escape(d.description)}</p>")
     parts += [_fit_summary(v) for v in dashboard.views]
-    if dashboard.notes:
+    if dashboard.problems:
         parts.append(
             "<h3>Notes</h3><ul class='notes'>"
-            + "".join(f"<li>{html.escape(n)}</li>" for n in dashboard.notes)
+            + "".join(f"<li>{html.escape(n)}</li>" for n in dashboard.problems)
             + "</ul>"
         )
+    if (line := dashboard.left_out_line()) is not None:
+        parts.append(f"<p class='left-out'>{html.escape(line)}</p>")
     for i, panel in enumerate(dashboard.panels):
         div = pio.to_html(
             panel.figure,
