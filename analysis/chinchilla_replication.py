@@ -19,6 +19,7 @@ from scipy.special import huber
 from scalelab.analysis import Chinchilla, bootstrap, compute_optimal, fit_law, load_epoch_chinchilla
 
 PARAMS = ["E", "A", "B", "alpha", "beta"]
+COLORBAR_GAP = 0.2  # paper width between the two panels
 # Model sizes of Hoffmann et al. Table 3, whose compute-optimal token counts we compare.
 TABLE3_PARAMS = {
     "400M": 400e6,
@@ -54,6 +55,79 @@ def tokens_for_params(alloc, n: float, level: float) -> tuple[float, float, floa
     samples = one(*alloc.samples.T)
     lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
     return float(point), float(lo), float(hi)
+
+
+def figure(
+    runs: pd.DataFrame,
+    law: Chinchilla,
+    alpha_beta: np.ndarray,
+    box: dict[str, tuple[float, float]],
+) -> go.Figure:
+    """Observed against fitted loss (coloured by log10 N), and the bootstrap of (α, β) against
+    Epoch's 95% box (``box``: (low, high) of alpha and beta)."""
+    pred = law.predict(n_params=runs.n_params, tokens=runs.tokens)
+    # The gap between the panels holds the left panel's colour bar, clear of the β title.
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=COLORBAR_GAP,
+        subplot_titles=(
+            f"observed vs fitted loss ({len(runs)} runs)",
+            f"bootstrap of (α, β), {len(alpha_beta)} resamples",
+        ),
+    )
+    left_end = fig.layout.xaxis.domain[1]
+    fig.add_trace(
+        go.Scatter(
+            x=pred,
+            y=runs.loss,
+            mode="markers",
+            marker={
+                "color": np.log10(runs.n_params),
+                "colorscale": "Viridis",
+                "colorbar": {"title": "log10 N", "x": left_end + 0.01, "thickness": 14},
+                "size": 6,
+            },
+        ),
+        row=1,
+        col=1,
+    )
+    lim = [runs.loss.min() * 0.98, runs.loss.max() * 1.02]
+    fig.add_trace(
+        go.Scatter(x=lim, y=lim, mode="lines", line={"dash": "dash", "color": "grey"}),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=alpha_beta[:, 0],
+            y=alpha_beta[:, 1],
+            mode="markers",
+            marker={"size": 3, "opacity": 0.4},
+        ),
+        row=1,
+        col=2,
+    )
+    (a0, a1), (b0, b1) = box["alpha"], box["beta"]
+    fig.add_shape(type="rect", x0=a0, x1=a1, y0=b0, y1=b1, line={"color": "red"}, row=1, col=2)
+    fig.add_trace(
+        go.Scatter(
+            x=[law.alpha],
+            y=[law.beta],
+            mode="markers",
+            marker={"symbol": "x", "size": 12, "color": "black"},
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(title_text="fitted loss (nats/token; dashed: y = x)", row=1, col=1)
+    fig.update_yaxes(title_text="observed loss (nats/token)", row=1, col=1)
+    fig.update_xaxes(title_text="α (red box: Epoch's 95% CI; ×: the fit)", row=1, col=2)
+    fig.update_yaxes(title_text="β", row=1, col=2)
+    fig.update_layout(
+        height=520, width=1100, showlegend=False, margin={"t": 50, "b": 60, "l": 70, "r": 30}
+    )
+    return fig
 
 
 def main() -> None:
@@ -169,78 +243,9 @@ def main() -> None:
             }
         )
 
-    # ---- figure ---------------------------------------------------------------------------
-    pred = fit.law.predict(n_params=runs.n_params, tokens=runs.tokens)
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=(
-            "observed vs fitted loss (240 runs)",
-            f"bootstrap of (α, β), {args.resamples} resamples",
-        ),
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=pred,
-            y=runs.loss,
-            mode="markers",
-            name="runs",
-            marker={
-                "color": np.log10(runs.n_params),
-                "colorscale": "Viridis",
-                "colorbar": {"title": "log10 N", "x": 0.45},
-                "size": 6,
-            },
-        ),
-        row=1,
-        col=1,
-    )
-    lim = [runs.loss.min() * 0.98, runs.loss.max() * 1.02]
-    fig.add_trace(
-        go.Scatter(
-            x=lim, y=lim, mode="lines", name="y = x", line={"dash": "dash", "color": "grey"}
-        ),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=boot.samples[:, 3],
-            y=boot.samples[:, 4],
-            mode="markers",
-            name="bootstrap",
-            marker={"size": 3, "opacity": 0.4},
-        ),
-        row=1,
-        col=2,
-    )
-    fig.add_shape(
-        type="rect",
-        x0=epoch.loc["alpha", "ci_low"],
-        x1=epoch.loc["alpha", "ci_high"],
-        y0=epoch.loc["beta", "ci_low"],
-        y1=epoch.loc["beta", "ci_high"],
-        line={"color": "red"},
-        row=1,
-        col=2,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=[fit.law.alpha],
-            y=[fit.law.beta],
-            mode="markers",
-            name="fit",
-            marker={"symbol": "x", "size": 12, "color": "black"},
-        ),
-        row=1,
-        col=2,
-    )
-    fig.update_xaxes(title_text="fitted loss", row=1, col=1)
-    fig.update_yaxes(title_text="observed loss", row=1, col=1)
-    fig.update_xaxes(title_text="α (red box: Epoch's 95% CI)", row=1, col=2)
-    fig.update_yaxes(title_text="β", row=1, col=2)
-    fig.update_layout(height=520, width=1100, showlegend=False)
-    figure = save_figure(fig, "chinchilla-replication")
+    box = {q: (epoch.loc[q, "ci_low"], epoch.loc[q, "ci_high"]) for q in ("alpha", "beta")}
+    fig = figure(runs, fit.law, boot.samples[:, 3:5], box)
+    figure_link = save_figure(fig, "chinchilla-replication")
 
     inside = params_table["inside Epoch CI"].all()
     text = f"""# Chinchilla replication
@@ -290,7 +295,7 @@ Compute-optimal tokens for the model sizes of Hoffmann et al.'s Table 3:
 
 ## Figure
 
-{figure}
+{figure_link}
 """
     (HERE / "chinchilla-replication.md").write_text(text)
     print(text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,63 @@ import plotly.graph_objects as go
 from report import DATA, HERE, environment_line, fmt, interval, markdown_table, save_figure
 
 from scalelab.analysis import isoflop_fit
+from scalelab.dashboard.figures import palette
 
 SOURCES = ("epochai_chinchilla", "ml_scalefit", "llama_3", "marin_202603")
+# Legend names of the experiments (Open-Athena's ids are source__dataset__model).
+LABELS = {
+    "epochai_chinchilla__massivetext__chinchilla": "Chinchilla (Epoch AI's reconstruction)",
+    "ml_scalefit__massivetext__chinchilla": "Chinchilla (ml-scalefit's digitisation)",
+    "llama_3__raw_loss": "Llama 3, raw loss",
+    "llama_3__exp_loss": "Llama 3, transformed loss",
+    "marin_202603__comma__llama_2": "Marin, Comma",
+    "marin_202603__dclm__llama_2": "Marin, DCLM",
+    "marin_202603__nemotron__llama_2": "Marin, Nemotron",
+}
+
+
+def figure(fits: dict[str, Any]) -> go.Figure:
+    """Each experiment's IsoFLOP minima and fitted N_opt(C), one colour per experiment."""
+    fig = go.Figure()
+    for color, (experiment, fit) in zip(palette(len(fits)), fits.items(), strict=True):
+        label = LABELS.get(experiment, experiment)
+        pts = fit.points
+        fig.add_trace(
+            go.Scatter(
+                x=pts.compute,
+                y=pts.n_params,
+                mode="markers",
+                marker={"color": color, "size": 8},
+                name=f"{label}: minima",
+                legendgroup=experiment,
+                showlegend=False,
+            )
+        )
+        c = np.geomspace(pts.compute.min(), pts.compute.max(), 50)
+        fig.add_trace(
+            go.Scatter(
+                x=c,
+                y=fit.n_opt(c).value,
+                mode="lines",
+                line={"color": color},
+                legendgroup=experiment,
+                name=f"{label}: a = {fit.a:.3f}",
+            )
+        )
+    fig.update_xaxes(type="log", title_text="IsoFLOP budget C (FLOPs)", exponentformat="power")
+    fig.update_yaxes(
+        type="log",
+        title_text="loss-minimising N* (parameters; parabola in log N)",
+        exponentformat="power",
+    )
+    fig.update_layout(
+        title="IsoFLOP minima (dots) and N_opt(C) = G·C^a (lines)",
+        template="plotly_white",
+        height=600,
+        width=1100,
+        legend_title_text="data set: fitted exponent a",
+    )
+    return fig
 
 
 def main() -> None:
@@ -61,33 +117,7 @@ def main() -> None:
         ["experiment", "compute", "n_params", "tokens", "loss", "n_runs"]
     ]
 
-    fig = go.Figure()
-    for experiment, fit in fits.items():
-        pts = fit.points
-        fig.add_trace(
-            go.Scatter(
-                x=pts.compute,
-                y=pts.n_params,
-                mode="markers",
-                name=f"{experiment} minima",
-                legendgroup=experiment,
-            )
-        )
-        c = np.geomspace(pts.compute.min(), pts.compute.max(), 50)
-        n = fit.n_opt(c)
-        fig.add_trace(
-            go.Scatter(
-                x=c,
-                y=n.value,
-                mode="lines",
-                legendgroup=experiment,
-                name=f"{experiment}: a = {fit.a:.3f}",
-            )
-        )
-    fig.update_xaxes(type="log", title_text="IsoFLOP budget C (FLOPs)")
-    fig.update_yaxes(type="log", title_text="loss-minimising N* (parabola in log N)")
-    fig.update_layout(title="IsoFLOP minima and N_opt(C) = G·C^a", height=600, width=1100)
-    figure = save_figure(fig, "isoflop-allocation")
+    figure_link = save_figure(figure(fits), "isoflop-allocation")
 
     text = f"""# Compute-optimal allocation from IsoFLOP profiles (Approach 2)
 
@@ -116,7 +146,7 @@ independent data. Marin budgets are nominal (6·N·D differs from them by up to 
 
 ## Figure
 
-{figure}
+{figure_link}
 """
     (HERE / "isoflop-allocation.md").write_text(text)
     print(text)

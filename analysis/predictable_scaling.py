@@ -26,6 +26,7 @@ from scalelab.analysis.forecast import (
     NAIVE,
     candidates,
     fit_candidate,
+    forecast,
     frontier,
 )
 from scalelab.studies.predictable import fit_rules, plan_target, run_study
@@ -154,6 +155,40 @@ def figure(study: dict) -> go.Figure:
     cells, outcomes = study["cells"], study["outcomes"]
     spec, selection = study["spec"], study["selection"]
     top = max(o.plan.compute_full for o in outcomes)
+    # The chosen law along the planned compute-optimal path, with the interval of each
+    # forecast (the band is the same construction as the targets' intervals).
+    rules = fit_rules(cells)
+    grid = np.geomspace(frontier(cells)["compute_full"].min(), top * 1.5, 14)
+    path = [
+        forecast(cells, plan_target(spec, rules, c).row(), selection, n_resamples=100) for c in grid
+    ]
+    forecasts = pd.DataFrame(
+        {
+            "compute_full": [f.target["compute_full"] for f in path],
+            "loss": [f.loss for f in path],
+            "lo": [f.lo for f in path],
+            "hi": [f.hi for f in path],
+            "naive_loss": [f.naive_loss for f in path],
+        }
+    )
+    targets = pd.DataFrame(
+        {
+            "compute_full": [o.plan.compute_full for o in outcomes],
+            "loss": [o.actual for o in outcomes],
+        }
+    )
+    main = max(outcomes, key=lambda o: o.plan.compute_full)
+    return draw(cells, forecasts, targets, main.curve)
+
+
+def draw(
+    cells: pd.DataFrame, forecasts: pd.DataFrame, targets: pd.DataFrame, curve: pd.DataFrame
+) -> go.Figure:
+    """The figure from its data: ladder cells (``compute_full``, ``budget``, ``loss``), the
+    forecast path (``compute_full``, ``loss``, ``lo``, ``hi``, ``naive_loss``), the targets
+    (``compute_full``, ``loss``) and the largest target's curve (``fraction``, ``predicted``,
+    ``actual``)."""
+    top = float(targets["compute_full"].max())
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -185,20 +220,11 @@ def figure(study: dict) -> go.Figure:
         1,
         1,
     )
-    # The chosen law along the planned compute-optimal path, with the interval of each
-    # forecast (the band is the same construction as the targets' intervals).
-    rules = fit_rules(cells)
-    from scalelab.analysis.forecast import forecast
-
-    grid = np.geomspace(best["compute_full"].min(), top * 1.5, 14)
-    path = [
-        forecast(cells, plan_target(spec, rules, c).row(), selection, n_resamples=100) for c in grid
-    ]
-    x = np.array([f.target["compute_full"] for f in path]) / top
+    x = forecasts["compute_full"].to_numpy() / top
     fig.add_trace(
         go.Scatter(
             x=np.concatenate([x, x[::-1]]),
-            y=np.concatenate([[f.hi for f in path], [f.lo for f in path][::-1]]),
+            y=np.concatenate([forecasts["hi"], forecasts["lo"][::-1]]),
             fill="toself",
             fillcolor="rgba(31,119,180,0.15)",
             line=dict(width=0),
@@ -209,7 +235,7 @@ def figure(study: dict) -> go.Figure:
     )
     fig.add_trace(
         go.Scatter(
-            x=x, y=[f.loss for f in path], mode="lines", line=dict(color="#1f77b4"), name="forecast"
+            x=x, y=forecasts["loss"], mode="lines", line=dict(color="#1f77b4"), name="forecast"
         ),
         1,
         1,
@@ -217,7 +243,7 @@ def figure(study: dict) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=[f.naive_loss for f in path],
+            y=forecasts["naive_loss"],
             mode="lines",
             line=dict(color="#d62728", dash="dot"),
             name="naive forecast (6·N·D)",
@@ -227,8 +253,8 @@ def figure(study: dict) -> go.Figure:
     )
     fig.add_trace(
         go.Scatter(
-            x=[o.plan.compute_full / top for o in outcomes],
-            y=[o.actual for o in outcomes],
+            x=targets["compute_full"] / top,
+            y=targets["loss"],
             mode="markers",
             marker=dict(color="#2ca02c", size=12, symbol="star"),
             name="targets (actual)",
@@ -236,8 +262,6 @@ def figure(study: dict) -> go.Figure:
         1,
         1,
     )
-    main = max(outcomes, key=lambda o: o.plan.compute_full)
-    curve = main.curve
     fig.add_trace(
         go.Scatter(
             x=curve["fraction"],
@@ -260,11 +284,18 @@ def figure(study: dict) -> go.Figure:
         1,
         2,
     )
-    fig.update_xaxes(type="log", title_text="compute / target compute", row=1, col=1)
+    # A compute ratio reads as a power of ten: SI prefixes would label 1e-4 "100μ".
+    fig.update_xaxes(
+        type="log", title_text="compute / target compute", exponentformat="power", row=1, col=1
+    )
     fig.update_yaxes(type="log", title_text="validation loss (nats/byte)", row=1, col=1)
     fig.update_xaxes(title_text="fraction of training", row=1, col=2)
-    fig.update_yaxes(title_text="validation loss", row=1, col=2)
-    fig.update_layout(template="plotly_white", legend=dict(font=dict(size=10)))
+    fig.update_yaxes(title_text="validation loss (nats/byte)", row=1, col=2)
+    fig.update_layout(
+        template="plotly_white",
+        legend=dict(font=dict(size=10)),
+        margin=dict(t=50, b=60, l=70, r=30),  # no figure title: no band above the panels
+    )
     return fig
 
 
