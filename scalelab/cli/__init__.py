@@ -12,9 +12,16 @@ Heavy libraries (torch, Lightning, MLflow, pandas, Optuna) are imported inside t
 that need them: ``import lightning`` alone costs seconds, and ``--help`` or a prediction query
 should not. Bad input ends with one line naming the field and exit code 2, never a traceback.
 Library modules never import this package.
+
+Help is click's plain layout (``rich_markup_mode=None``): it wraps paragraphs and long
+defaults whole, and shows no type for a flag, where typer's Rich panels print ``<bool>`` for
+every flag and cut long words with an ellipsis.
 """
 
 from __future__ import annotations
+
+import os
+from typing import Annotated
 
 import typer
 
@@ -26,7 +33,29 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
+
+
+@app.callback()
+def root(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show the libraries' banners and known warnings (Lightning, MLflow, "
+            "Optuna), which are hidden by default.",
+        ),
+    ] = False,
+) -> None:
+    """Options every command shares (the app's help text is the ``Typer``'s)."""
+    from scalelab.quiet import VERBOSE_ENV, quiet_libraries
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # worker processes inherit it
+    quiet_libraries()
+
+
 app.command(epilog=fits.FIT_EXAMPLE)(fits.fit)
 app.command(epilog=fits.PREDICT_EXAMPLE)(fits.predict)
 app.command(epilog=fits.BACKTEST_EXAMPLE)(fits.backtest)

@@ -23,6 +23,7 @@ app = typer.Typer(
     help="Launch, join and inspect sweeps: Optuna studies that train GPTs across sizes and "
     "budgets, every trial an MLflow run.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # as the top-level app (see scalelab.cli)
 )
 
 StorageOpt = Annotated[

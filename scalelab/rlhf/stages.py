@@ -351,7 +351,7 @@ def run_stage(
         {"stage": stage, "config": cfg.model_dump(), "model": built.trunk.config.to_dict()},
     )
     with run.failing_on(Exception):
-        metrics = _fit(built, cfg, run, workspace, callbacks, enable_progress_bar)
+        metrics = _fit(stage, built, cfg, run, workspace, callbacks, enable_progress_bar)
     final = {}  # metrics Lightning has not logged yet
     if isinstance(cfg, RewardConfig) and cfg.normalize:
         final["reward_bias"] = _normalize_reward(built.module.model, cfg)
@@ -404,6 +404,7 @@ def _build(
 
 
 def _fit(
+    stage: str,
     built: _Built,
     cfg: StageConfig,
     run: TrackedRun,
@@ -425,6 +426,8 @@ def _fit(
         logger=run.logger,
         callbacks=callbacks or [],
         enable_progress_bar=enable_progress_bar,
+        # PPO's bar counts iterations (each several optimizer steps), as --steps does.
+        progress_unit=f"{stage} iteration" if isinstance(cfg, PPOConfig) else f"{stage} step",
         root_dir=workspace.root / "lightning",
         accelerator=cfg.accelerator,
         devices=1,

@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from scalelab.training.progress import Progress
+
 
 def resolve_precision(precision: str) -> str:
     """bf16 autocast where the GPU supports it, else fp32 (CPU bf16 is emulated, ~4x slower)."""
@@ -28,6 +30,7 @@ def make_trainer(
     logger: Any,
     callbacks: Sequence[L.Callback] = (),
     enable_progress_bar: bool = True,
+    progress_unit: str = "step",
     root_dir: Path | None = None,
     **hardware: Any,
 ) -> L.Trainer:
@@ -37,7 +40,8 @@ def make_trainer(
 
     ``hardware`` (``accelerator``, ``devices``, ``num_nodes``, ``strategy``, ``precision``)
     passes to Lightning unchanged; no sanity validation, checkpoints or summary, and
-    deterministic algorithms."""
+    deterministic algorithms. ``enable_progress_bar`` shows scalelab's ``Progress``, counting
+    ``progress_unit``s, instead of Lightning's bar."""
     if val_every is None:
         validation: dict[str, Any] = dict(limit_val_batches=0, max_epochs=1)
     else:
@@ -48,11 +52,11 @@ def make_trainer(
         **validation,
         log_every_n_steps=log_every,
         logger=logger,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *([Progress(unit=progress_unit)] if enable_progress_bar else [])],
         gradient_clip_val=grad_clip,
         num_sanity_val_steps=0,
         enable_checkpointing=False,
-        enable_progress_bar=enable_progress_bar,
+        enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(root_dir) if root_dir else None,
         deterministic=True,
