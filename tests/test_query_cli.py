@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -135,30 +134,25 @@ def test_predict_warns_past_1000x_the_largest_fitted_compute(fitted) -> None:
     assert "N_opt" in result.stdout and "loss" in result.stdout
 
 
-def test_predict_is_fast_and_imports_no_torch_or_mlflow(fitted) -> None:
+def test_predict_on_a_stored_fit_loads_numpy_not_the_fitting_stack(fitted) -> None:
+    """A query evaluates a stored law: no torch, MLflow, pandas or scipy.optimize is executed.
+
+    Importing those is most of what a query would cost (benchmarks/bench_predict.py measures it);
+    pandas and scipy are bound lazily, so a module counts only once it has been executed.
+    """
     ws, _ = fitted
     env = {**os.environ, "SCALELAB_HOME": str(ws.root)}
-    args = [*SCALELAB, "predict", "--experiment", "syn", "--compute", "1e15", "--json"]
-    walls, cpus = [], []
-    for _ in range(5):  # best of five: the CPU is shared with other test processes
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run(args, capture_output=True, text=True, env=env, check=True)
-        walls.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    # The CPU time is what the command costs; its wall time also measures other processes,
-    # so it is held to 1.5 s unless the machine is oversubscribed.
-    assert min(cpus) < 1.5, cpus
-    if os.getloadavg()[0] < (os.cpu_count() or 1):
-        assert min(walls) < 1.5, walls
+    argv = ["scalelab", "predict", "--experiment", "syn", "--compute", "1e15", "--json"]
+    banned = (*HEAVY, "pandas", "pyarrow", "scipy.optimize", "scipy.interpolate")
     probe = (
         "import runpy, sys\n"
-        f"sys.argv = {['scalelab', *args[3:]]!r}\n"
+        f"sys.argv = {argv!r}\n"
         "try:\n    runpy.run_module('scalelab', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}),"
-        " file=sys.stderr)\n"
+        "loaded = sorted(name for name, mod in list(sys.modules.items())\n"
+        f"    if any(name == b or name.startswith(b + '.') for b in {banned!r})\n"
+        "    and type(mod).__name__ != '_LazyModule')\n"
+        "print(loaded, file=sys.stderr)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from scalelab.analysis.intervals import (
     DEFAULT_LEVEL,
@@ -23,6 +22,9 @@ from scalelab.analysis.intervals import (
     quantile_interval,
 )
 from scalelab.analysis.laws import Law
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:
     from scalelab.analysis.bootstrap import BootstrapResult

@@ -16,13 +16,15 @@ import math
 from typing import Literal
 
 import numpy as np
-import pandas as pd
-from scipy.interpolate import make_smoothing_spline
 
 from scalelab.analysis.allocation import AllocationFit, power_fit
 from scalelab.analysis.blas import with_single_threaded_blas
 from scalelab.analysis.intervals import DEFAULT_LEVEL, check_level
 from scalelab.analysis.runs import FLOPS_PER_PARAM_TOKEN, prepare_runs
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
+interpolate = lazy_module("scipy.interpolate")
 
 IsoflopMethod = Literal["parabola", "spline"]
 _SPLINE_GRID = 512
@@ -208,7 +210,7 @@ def _profile_minimum(
     frame = pd.DataFrame({"x": log_n, "y": loss}).groupby("x", sort=True)["y"].mean()
     if len(frame) < 5:
         return None
-    spline = make_smoothing_spline(frame.index.to_numpy(), frame.to_numpy())
+    spline = interpolate.make_smoothing_spline(frame.index.to_numpy(), frame.to_numpy())
     xs = np.linspace(frame.index[0], frame.index[-1], _SPLINE_GRID)
     ys = spline(xs)
     i = int(np.argmin(ys))

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from scalelab.analysis.bootstrap import BootstrapResult, bootstrap
 from scalelab.analysis.calibration import stored_form_error
@@ -25,7 +24,10 @@ from scalelab.analysis.intervals import DEFAULT_LEVEL, check_level, quantile_int
 from scalelab.analysis.laws import Chinchilla, Law, law_for_key, make_law
 from scalelab.analysis.objectives import Objective
 from scalelab.analysis.runs import prepare_runs, resample_units
+from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import AUTO_LAW
+
+pd = lazy_module("pandas")
 
 BASELINE = "best_so_far"
 

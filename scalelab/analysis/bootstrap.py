@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from scalelab.analysis.fit import (
     E_NOT_IDENTIFIED,
@@ -37,6 +36,9 @@ from scalelab.analysis.intervals import (
 )
 from scalelab.analysis.laws import Law
 from scalelab.analysis.runs import FLOPS_PER_PARAM_TOKEN, prepare_runs, resample_units
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
 
 _FAILURE_WARN_SHARE = 0.05
 

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
+from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import compute_6nd
+
+pd = lazy_module("pandas")
 
 RULE_PATH = Path(__file__).with_name("forecast_rule.json")
 FEATURES: tuple[str, ...] = ("n_frontier", "span", "curvature", "slope")

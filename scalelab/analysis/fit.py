@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
-from scipy.optimize import minimize
 
 from scalelab.analysis.blas import with_single_threaded_blas
 from scalelab.analysis.laws import Law, make_law
 from scalelab.analysis.objectives import Objective
 from scalelab.analysis.runs import prepare_runs, resample_units
 from scalelab.analysis.varpro import varpro_candidates
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
+optimize = lazy_module("scipy.optimize")
 
 Engine = Literal["lbfgs", "varpro"]
 
@@ -99,7 +101,7 @@ def minimise(problem: Problem, starts: np.ndarray) -> list[LocalFit]:
     fits = []
     for x0 in np.atleast_2d(starts):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            res = minimize(
+            res = optimize.minimize(
                 problem.value_and_grad,
                 np.clip(x0, lo, hi),
                 jac=True,

@@ -37,14 +37,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from scalelab.analysis.bootstrap import bootstrap
 from scalelab.analysis.calibration import stored_form_error
 from scalelab.analysis.chooser import Choice, choose_form
 from scalelab.analysis.fit import fit_law
 from scalelab.analysis.laws import Chinchilla, Law, OddsLaw, PlateauLaw, PowerLaw
+from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import AUTO_LAW, compute_6nd
+
+pd = lazy_module("pandas")
 
 Points = Literal["frontier", "cells"]
 LEVEL = 0.9

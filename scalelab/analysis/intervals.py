@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
+
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
 
 IntervalKind = Literal["prediction", "confidence"]
 DEFAULT_LEVEL = 0.9

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import pandas as pd
-
 from scalelab.analysis.runs import with_derived_columns
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
 
 PathLike = str | os.PathLike[str]
 

@@ -29,9 +29,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from scipy.optimize import brentq
 
+from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import AUTO_LAW
+
+optimize = lazy_module("scipy.optimize")
 
 Variable = Literal["n_params", "tokens", "compute"]
 VARIABLES: tuple[str, ...] = ("n_params", "tokens", "compute")
@@ -232,7 +234,7 @@ class Law(ABC):
             return math.inf
         if gap(math.log(lo)) < 0:
             raise ValueError(f"target {target} is above the loss at 1 FLOP; check the law")
-        return math.exp(brentq(gap, math.log(lo), math.log(hi), xtol=1e-10, rtol=1e-12))
+        return math.exp(optimize.brentq(gap, math.log(lo), math.log(hi), xtol=1e-10, rtol=1e-12))
 
     # ---- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

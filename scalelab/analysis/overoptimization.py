@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
-import pandas as pd
-from scipy.special import gammaln
 
 from scalelab.analysis.intervals import DEFAULT_LEVEL, check_level, quantile_interval
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
+special = lazy_module("scipy.special")
 
 Form = Literal["bon", "rl"]
 FORMS: tuple[str, ...] = get_args(Form)
@@ -74,8 +76,9 @@ def bon_estimate(proxy: np.ndarray, values: np.ndarray, n: int) -> float:
     order = np.argsort(proxy, axis=1, kind="stable")
     sorted_values = np.take_along_axis(values, order, axis=1)
     i = np.arange(n, pool + 1)  # ranks that can be the best of n
-    log_w = gammaln(i) - gammaln(n) - gammaln(i - n + 1)  # log C(i−1, n−1)
-    log_w -= gammaln(pool + 1) - gammaln(n + 1) - gammaln(pool - n + 1)  # log C(N, n)
+    lg = special.gammaln
+    log_w = lg(i) - lg(n) - lg(i - n + 1)  # log C(i−1, n−1)
+    log_w -= lg(pool + 1) - lg(n + 1) - lg(pool - n + 1)  # log C(N, n)
     weights = np.zeros(pool)
     weights[n - 1 :] = np.exp(log_w)
     return float((sorted_values @ weights).mean())

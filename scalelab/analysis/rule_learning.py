@@ -27,10 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from scalelab.analysis.calibration import FormError
 from scalelab.analysis.chooser import FEATURES, FORMS, Rule
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
 
 MARGIN = 0.05  # a threshold rule must score at least 5% below the best single form
 THRESHOLD_QUANTILES = np.linspace(0.1, 0.9, 9)

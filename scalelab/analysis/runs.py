@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import pandas as pd
 
+from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import FLOPS_PER_PARAM_TOKEN
+
+pd = lazy_module("pandas")
 
 RUN_COLUMNS: tuple[str, ...] = ("n_params", "tokens", "compute", "loss")
 CHECKPOINT_COLUMNS: tuple[str, ...] = ("run_id", "step", "tokens_seen")

@@ -12,9 +12,11 @@ depends on the units of N and D, which is what makes it robust as well as fast.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import nnls
 
 from scalelab.analysis.laws import Law
+from scalelab.lazy_imports import lazy_module
+
+optimize = lazy_module("scipy.optimize")
 
 # Coefficients solved as exactly 0 are mapped to a tiny positive value (their log-bound).
 _TINY = 1e-300
@@ -43,7 +45,7 @@ def solve_coefficients(
             coef = np.full(rhs.shape, -1.0)
     bad = ~np.all(np.isfinite(coef) & (coef >= 0), axis=1)
     for i in np.flatnonzero(bad):
-        coef[i], _ = nnls(xs[i], b, maxiter=50 * xs.shape[2])
+        coef[i], _ = optimize.nnls(xs[i], b, maxiter=50 * xs.shape[2])
     return coef / scale
 
 

@@ -77,6 +77,12 @@ class _BufferedLogger(Logger):
         self.inner.finalize(status)
 
 
+def buffered_logger(inner: Logger, flush_every: float = 15.0) -> _BufferedLogger:
+    """``inner`` (an ``MLFlowLogger``) behind the buffer, for loops without a Trainer
+    (``scalelab.training.grouped_run``); ``flush()`` it after each validation."""
+    return _BufferedLogger(inner, flush_every)
+
+
 class BatchedMLflowLogging(L.Callback):
     """Replace the Trainer's MLflow logger by a buffering wrapper for the whole run.
 

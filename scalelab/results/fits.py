@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from scalelab.analysis import (
     AllocationFit,
@@ -41,9 +40,12 @@ from scalelab.analysis import (
     fit_law,
 )
 from scalelab.analysis.laws import check_law_key, law_for_key
+from scalelab.lazy_imports import lazy_module
 from scalelab.results.runs import RunTable
 from scalelab.vocab import AUTO_LAW, DEFAULT_LAW, compute_6nd
 from scalelab.workspace import Workspace
+
+pd = lazy_module("pandas")
 
 if TYPE_CHECKING:  # imported where used: ``scalelab predict`` reads a record, no more
     from scalelab.analysis.calibration import FormError

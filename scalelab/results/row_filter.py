@@ -24,7 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
+from scalelab.lazy_imports import lazy_module
+
+pd = lazy_module("pandas")
+
 
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     "==": operator.eq,

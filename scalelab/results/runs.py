@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from scalelab.analysis.io import load_epoch_chinchilla, load_runs_csv
+from scalelab.lazy_imports import lazy_module
 from scalelab.results.row_filter import apply_filter
 from scalelab.vocab import (
     BUDGET,
@@ -45,6 +45,8 @@ from scalelab.vocab import (
     compute_6nd,
 )
 from scalelab.workspace import Workspace
+
+pd = lazy_module("pandas")
 
 CsvFormat = Literal["runs", "epoch_chinchilla"]
 # Hyper-parameters and shapes a training run logs, read back as numbers.

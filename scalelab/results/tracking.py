@@ -105,22 +105,38 @@ def _create_store(path: Path, workspace: Workspace) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# MLflow's UI opens an experiment as GenAI development (traces, evaluations) unless its
+# ``mlflow.experimentKind`` tag says it holds model training, as every scalelab experiment does.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
 def ensure_experiment(name: str, workspace: Workspace) -> str:
-    """Return the id of experiment ``name``, creating it with artifacts in the workspace.
+    """Return the id of experiment ``name``, creating it with artifacts in the workspace and
+    marked as a model-training experiment (``EXPERIMENT_KIND_TAG``).
 
     Without an explicit artifact location MLflow stores artifacts relative to the current
-    directory, which scatters them; the workspace keeps them next to the store.
+    directory, which scatters them; the workspace keeps them next to the store. An existing
+    experiment without a kind gets one; a kind someone chose is left alone.
     """
     mlflow_client = client(workspace)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            mlflow_client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+            )
         return experiment.experiment_id
     workspace.ensure()
     location = None
     if workspace.tracking_uri.startswith("sqlite:"):
         location = (workspace.artifacts_dir / name).as_uri()
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(
+            name,
+            artifact_location=location,
+            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
+        )
     except Exception:
         # Another worker created it between our lookup and create.
         experiment = mlflow_client.get_experiment_by_name(name)
