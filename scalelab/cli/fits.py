@@ -306,7 +306,8 @@ def predict(
         float | None, typer.Option(help="Target loss: the compute needed to reach it.")
     ] = None,
     experiment: Annotated[
-        str | None, typer.Option(help="Use the latest fit of this experiment (default: scalelab).")
+        str | None,
+        typer.Option(help="Use the latest fit of this experiment (default: the newest fit)."),
     ] = None,
     fit_id: Annotated[str | None, typer.Option("--fit", help="Use this MLflow fit run.")] = None,
     csv: Annotated[
@@ -407,7 +408,21 @@ def _find_fit(
         stored = fit_table(table, experiment=csv.stem, law=key)
         store.save_for_data(stored)
         return stored
-    name = experiment or "scalelab"
+    if experiment is None:
+        stored = store.newest(law)
+        if stored is None:
+            with_law = f" with law {law}" if law else ""
+            raise UsageError(
+                f"no fit{with_law} in the workspace {ws.root}; run a sweep (it fits at the end) "
+                "or scalelab fit --experiment NAME, or give --experiment, --fit or --csv"
+            )
+        typer.echo(
+            f"using the latest fit in the workspace: experiment {stored.experiment!r} "
+            f"({stored.law_key}, {stored.created}); --experiment picks another",
+            err=True,
+        )
+        return stored
+    name = experiment
     stored = store.latest(name, law)
     if stored is not None:
         return stored

@@ -42,6 +42,7 @@ from scalelab.analysis import (
 from scalelab.analysis.laws import check_law_key, law_for_key
 from scalelab.lazy_imports import lazy_module
 from scalelab.results.runs import RunTable
+from scalelab.results.support import absurd_allocation, beaten_by_a_run, frontier
 from scalelab.vocab import AUTO_LAW, DEFAULT_LAW, compute_6nd
 from scalelab.workspace import Workspace
 
@@ -73,6 +74,7 @@ class Answer:
     extrapolation: float
     warnings: list[str] = field(default_factory=list)
     calibration: dict[str, float] | None = None  # the form-error term that widened the loss
+    unsupported: list[str] = field(default_factory=list)  # why the runs contradict the answer
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,8 @@ class Answer:
             if math.isfinite(self.extrapolation)
             else str(self.extrapolation),
             "warnings": self.warnings,
+            "supported": not self.unsupported,
+            "unsupported": self.unsupported,
         }
 
     def lines(self) -> list[str]:
@@ -108,6 +112,7 @@ class Answer:
                 f"  the loss interval includes the law-form error measured on the forecasting "
                 f"benchmark: {c['per_decade']:.3g} (log) per decade x {c['decades']:.2f} decades"
             )
+        out += [f"  NOT SUPPORTED by the fitted runs: {why}" for why in self.unsupported]
         return out
 
 
@@ -265,6 +270,19 @@ class StoredFit:
         }
         if not given:
             raise ValueError("give --params and --tokens, --compute, or --loss")
+        answer = self._answer(given, level)
+        # The fit's own warnings (a parameter at its bound, E not identified) belong to every
+        # answer it gives, not only to the fit's summary.
+        fit_warnings = [f"fit: {w}" for w in self.boot.warnings]
+        return replace(
+            answer,
+            warnings=[*answer.warnings, *fit_warnings],
+            unsupported=self._unsupported(answer),
+        )
+
+    def _answer(self, given: dict[str, float], level: float | None) -> Answer:
+        params, tokens = given.get("n_params"), given.get("tokens")
+        compute, loss = given.get("compute"), given.get("loss")
         for name, value in given.items():
             if not (math.isfinite(value) and value > 0):
                 flag = _FLAG.get(name, "--loss")
@@ -278,6 +296,27 @@ class StoredFit:
                 raise ValueError("give --compute alone, or --params with --tokens; not both")
             return self._compute_optimal(compute, level)
         return self._loss(given, level)
+
+    def _unsupported(self, answer: Answer) -> list[str]:
+        """Reasons the fitted runs contradict ``answer`` (``scalelab.results.support``)."""
+        reasons = []
+        runs, rmse = self.data.get("frontier"), float(self.boot.fit.residuals["rmse"])
+        predicted = answer.outputs.get("loss")
+        if predicted is not None and answer.question == "loss":
+            inputs = answer.inputs
+            if "n_params" in inputs and "tokens" in inputs:
+                where = {"n_params": inputs["n_params"], "tokens": inputs["tokens"]}
+            else:
+                where = {"compute": inputs["compute"]} if "compute" in inputs else {}
+            if where:
+                reasons.append(beaten_by_a_run(runs, predicted.value, rmse=rmse, **where))
+        if predicted is not None and answer.question == "compute_optimal":
+            compute = answer.inputs["compute"]
+            reasons.append(beaten_by_a_run(runs, predicted.value, rmse=rmse, compute=compute))
+        if "n_params" in answer.outputs and self.allocation is not None:
+            n_opt, d_opt = answer.outputs["n_params"].value, answer.outputs["tokens"].value
+            reasons.append(absurd_allocation(n_opt, d_opt, self.allocation.a, self.allocation.b))
+        return [r for r in reasons if r]
 
     def _needs_compute_law(self, why: str) -> None:
         variables = self.law.variables
@@ -431,6 +470,7 @@ def fit_table(
         "max_compute": float(points["compute"].max()),
         "max_n_params": float(points["n_params"].max()) if "n_params" in points else math.nan,
         "max_tokens": float(points["tokens"].max()) if "tokens" in points else math.nan,
+        "frontier": frontier(points),
     }
     return StoredFit(
         experiment=experiment,
@@ -521,6 +561,15 @@ class FitStore:
     def latest(self, experiment: str, law: str | None = None) -> StoredFit | None:
         path = self.path(experiment, law)
         return self.read(path) if path.is_file() else None
+
+    def newest(self, law: str | None = None) -> StoredFit | None:
+        """The most recently written fit of any experiment (with ``law``, if given)."""
+        paths = [
+            p for p in self.root.glob("*.json") if law is None or p.name.endswith(f".{law}.json")
+        ]
+        if not paths:
+            return None
+        return self.read(max(paths, key=lambda p: (p.stat().st_mtime_ns, p.name)))
 
     def for_data(
         self, fingerprint: str, law: str, exclude_before: float | None
