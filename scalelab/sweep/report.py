@@ -94,5 +94,28 @@ def fit_and_log(sweep: Sweep, results: pd.DataFrame, echo: Callable[[str], None]
         echo(fit.choice.line())
     for line in fit.summary_lines():
         echo(line)
-    echo(f"stored as MLflow fit run {fit.run_id}: scalelab predict --experiment {experiment} ...")
+    for line in next_steps(fit, sweep.name, workspace.tracking_uri):
+        echo(line)
     return fit
+
+
+def next_steps(fit: Any, study: str, tracking_uri: str) -> list[str]:
+    """What a user can do with a finished sweep: one example forecast with its interval, and
+    the commands that show the fit, the dashboard and the MLflow UI."""
+    experiment = fit.experiment
+    lines = [f"stored as MLflow fit run {fit.run_id} ({tracking_uri})"]
+    if fit.law.variables in (("n_params", "tokens"), ("compute",)):
+        # A planned model 100x the ladder's largest compute: the question the tool exists for.
+        planned = 100 * float(fit.data["max_compute"])
+        answer = fit.answer(compute=planned)
+        lines.append("example forecast, a compute-optimal model at 100x the largest run's C:")
+        lines += answer.lines()
+        lines += [f"  warning: {w}" for w in answer.warnings]
+        lines.append(f"  (scalelab predict --experiment {experiment} --compute {planned:.3g})")
+    lines += [
+        "next:",
+        f"  scalelab predict --experiment {experiment} --params N --tokens D   # any planned size",
+        f"  scalelab dashboard --experiment {experiment} --study {study}       # offline HTML",
+        "  scalelab ui                      # MLflow UI at http://127.0.0.1:5000 (runs, metrics)",
+    ]
+    return lines
