@@ -708,6 +708,8 @@ def optuna_history(views: list[SourceView], definition: DashboardDefinition) -> 
                     hoverinfo="skip",
                 )
             )
+        longest = max(len(_complete(s)) for s in studies)
+        fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(longest / 10)))  # whole trials only
         title = f"Optimisation history of {len(studies)} studies: each trial and the best so far"
         title += f" ({view.label})" if len(have) > 1 else ""
         label = view.optuna.objective_label
