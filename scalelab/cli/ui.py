@@ -1,7 +1,8 @@
 """``scalelab ui``: the MLflow UI on the workspace's tracking store.
 
 Only typer is imported here; the server runs MLflow in a subprocess of its own session, which
-the command stops as a whole group.
+the command stops as a whole group. Its output (a line per HTTP request) goes to
+``<workspace>/mlflow-ui.log``, not the terminal.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from scalelab.workspace import Workspace
 
 UI_EXAMPLE = "Example: scalelab ui --port 5000"
+SERVER_LOG = "mlflow-ui.log"  # in the workspace
+# MLflow 3's UI opens every experiment in its GenAI mode until the browser has chosen "Model
+# training" once (it remembers the choice), whatever the experiment's kind tag says.
+MODE_HINT = (
+    "scalelab's runs are under 'Model training' (top left; the browser remembers the choice)"
+)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -126,10 +133,15 @@ def ui(
         "--allowed-hosts",
         ",".join(allowed_hosts(host, allowed)),
     ]
-    # Its own session: Ctrl+C reaches us, and we stop the server's whole group.
-    proc = subprocess.Popen(command, start_new_session=True, cwd=ws.root)
+    log_path = ws.root / SERVER_LOG
+    with open(log_path, "a") as log:
+        # Its own session: Ctrl+C reaches us, and we stop the server's whole group.
+        proc = subprocess.Popen(
+            command, start_new_session=True, cwd=ws.root, stdout=log, stderr=subprocess.STDOUT
+        )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"MLflow UI: http://{shown}:{port}  (store {uri}; Ctrl+C stops it)")
+    typer.echo(f"{MODE_HINT}; server log: {log_path}")
 
     def _interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -143,7 +155,9 @@ def ui(
     finally:
         _stop_group(proc)
     if code:
-        typer.echo(f"error: the MLflow server exited with code {code}", err=True)
+        typer.echo(
+            f"error: the MLflow server exited with code {code}; its log: {log_path}", err=True
+        )
         raise typer.Exit(1)
     typer.echo("MLflow UI stopped")
 
