@@ -181,3 +181,21 @@ def test_make_law_understands_names_and_dicts():
         PowerLaw(variable="flops")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no irreducible term"):
         KaplanJoint(irreducible=True)
+
+
+def test_degenerate_corners_answer_without_runtime_warnings():
+    """A law at its bounds still answers, and says inf where inf is the answer."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        flat_in_n = Chinchilla(E=1.0, A=0.0, B=400.0, alpha=0.3, beta=0.3)
+        n_opt, d_opt = flat_in_n.optimal_allocation(np.array([1e20]))
+        assert n_opt[0] == 0.0 and d_opt[0] == math.inf
+        # Far past C0 the sigmoid underflows to 0: its log is still the finite limit.
+        law = LAWS["plateau_no_offset"]
+        theta = np.array([5.0, 0.8])  # log C0, alpha
+        z = np.log([[1e30]])
+        out, jac = law.log_model(theta, z, jac=True)
+        expected = math.log(3.2) - 0.8 * (math.log(1e30) - 5.0)
+        assert out[0] == pytest.approx(expected) and np.isfinite(jac).all()

@@ -448,7 +448,8 @@ class Chinchilla(Law):
         c = _as_positive_array("compute", compute)
         a, b = self.allocation_exponents()
         g = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
-        return g * (c / 6.0) ** a, (c / 6.0) ** b / g
+        with np.errstate(divide="ignore"):  # A = 0 (at its bound): N_opt = 0, D_opt infinite
+            return g * (c / 6.0) ** a, (c / 6.0) ** b / g
 
 
 # ------------------------------------------------------------------------------------------
@@ -578,12 +579,16 @@ class PlateauLaw(Law):
         x = np.clip(alpha * (z[0] - c0), -700.0, 700.0)
         s = 0.5 * (1.0 - np.tanh(0.5 * x))  # 1 / (1 + e^x), without overflow
         height = self.plateau - e
-        loss = e + height * s
-        out = np.log(loss)
+        if self.irreducible:
+            loss = e + height * s
+            out = np.log(loss)
+            ds_over_loss = s * (1.0 - s) / loss
+        else:  # loss = height·s: its log by log-sum-exp stays finite where s underflows to 0
+            out = np.log(height) - np.logaddexp(0.0, x)
+            ds_over_loss = (1.0 - s) / height
         if not jac:
             return out
-        ds = s * (1.0 - s)
-        rows = [height * alpha * ds / loss, -height * (z[0] - c0) * ds / loss]
+        rows = [height * alpha * ds_over_loss, -height * (z[0] - c0) * ds_over_loss]
         if self.irreducible:
             rows.insert(0, e * (1.0 - s) / loss)
         return out, np.stack(rows)
