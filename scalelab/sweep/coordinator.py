@@ -9,6 +9,7 @@ workers started elsewhere (``scalelab sweep worker``) and fits when they are don
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import signal
 import subprocess
@@ -22,9 +23,10 @@ from scalelab.resources import pick_threads, set_torch_threads
 from scalelab.sweep.report import RESULT_COLUMNS, fit_and_log, text_table
 from scalelab.sweep.spec import SweepSpec
 from scalelab.sweep.storage import STORAGE_ENV, redact
-from scalelab.sweep.study import Sweep
+from scalelab.sweep.study import Progress, Sweep
 from scalelab.sweep.trial import TrialOutcome
 from scalelab.sweep.worker import quiet_training_logs, work
+from scalelab.training.progress import LINES_ENV, duration
 from scalelab.workspace import Workspace
 
 POLL_SECONDS = 2.0
@@ -62,6 +64,7 @@ def spawn_workers(sweep: Sweep, k: int, threads: int) -> list[subprocess.Popen]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     env["MLFLOW_TRACKING_URI"] = sweep.workspace.tracking_uri
     env[STORAGE_ENV] = sweep.url
+    env[LINES_ENV] = "1"  # the workers share this terminal: progress as lines, not redraws
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
     return [subprocess.Popen(command, env=env, preexec_fn=preexec) for _ in range(k)]
 
@@ -74,13 +77,50 @@ class RunSummary:
     counts: dict[str, int]
 
 
-def _progress_printer(sweep: Sweep, echo: Callable[[str], None]) -> Callable[[], None]:
+class SweepClock:
+    """The sweep's remaining time, from how fast this run has done its work so far.
+
+    Work is trial slots weighted by their cell's compute C (6·N·D), so a finished small cell
+    does not promise that the large ones are as quick; slots count alike when a cell has no C.
+    """
+
+    def __init__(self, progress: Progress, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.done_at_start = work_done(progress)[0]
+
+    def eta(self, progress: Progress) -> str:
+        """`` | sweep ETA ~12m30s``, or nothing before this run has finished a trial."""
+        done, total = work_done(progress)
+        ran = done - self.done_at_start
+        if ran <= 0 or done >= total:
+            return ""
+        seconds = (self.clock() - self.started) / ran * (total - done)
+        return f" | sweep ETA ~{duration(seconds)}"
+
+
+def work_done(progress: Progress) -> tuple[float, float]:
+    """(work of the done slots, work of all slots), each slot weighted by its cell's C."""
+    weights = [status.cell.compute for status in progress.cells]
+    if not all(w > 0 and math.isfinite(w) for w in weights):
+        weights = [1.0] * len(weights)
+    done = total = 0.0
+    for weight, status in zip(weights, progress.cells, strict=True):
+        done += weight * sum(state == "done" for state in status.slots.values())
+        total += weight * len(status.slots)
+    return done, total
+
+
+def _progress_printer(
+    sweep: Sweep, echo: Callable[[str], None], clock: SweepClock
+) -> Callable[[], None]:
     last = {"line": ""}
 
     def show() -> None:
-        line = sweep.progress().line()
+        progress = sweep.progress()
+        line = progress.line()
         if line != last["line"]:
-            echo(line)
+            echo(line + clock.eta(progress))
             last["line"] = line
 
     return show
@@ -147,7 +187,8 @@ def run_sweep(
         f"({progress.done} cells done) | storage {redact(sweep.url)} | MLflow experiment "
         f"{sweep.spec.experiment_name}, parent run {attrs['mlflow_parent_run_id']}"
     )
-    show = _progress_printer(sweep, echo)
+    clock = SweepClock(progress)
+    show = _progress_printer(sweep, echo, clock)
     trials_here = 0
     per_worker, why = pick_threads(workers, threads)
     try:
@@ -155,7 +196,7 @@ def run_sweep(
             echo(f"torch threads per worker: {per_worker} ({why})")
             if workers == 1:
                 set_torch_threads(per_worker)
-                trials_here = _run_here(sweep, echo, flush_every)
+                trials_here = _run_here(sweep, echo, flush_every, clock)
             else:
                 _run_elsewhere(sweep, workers, show, per_worker)
     except (KeyboardInterrupt, SystemExit) as err:
@@ -181,13 +222,15 @@ def run_sweep(
     return RunSummary(progress.complete, trials_here, time.perf_counter() - started, counts)
 
 
-def _run_here(sweep: Sweep, echo: Callable[[str], None], flush_every: float) -> int:
+def _run_here(
+    sweep: Sweep, echo: Callable[[str], None], flush_every: float, clock: SweepClock
+) -> int:
     quiet_training_logs()
     ran = 0
 
     def on_trial(outcome: TrialOutcome) -> None:
         progress = sweep.progress()
-        echo(f"[{progress.done}/{progress.total} cells] {outcome.line()}")
+        echo(f"[{progress.done}/{progress.total} cells] {outcome.line()}{clock.eta(progress)}")
         status = next(c for c in progress.cells if c.cell.key == outcome.cell)
         if status.done:
             echo(f"  {progress.line()}")

@@ -23,7 +23,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +43,18 @@ JOURNAL_PREFIX = "journal:"
 STORAGE_ENV = "SCALELAB_STORAGE"
 HEARTBEAT_ATTR = "scalelab:heartbeat"  # unix time of the trial's last heartbeat
 
-# Heartbeats, fail_stale_trials and the retry callback are marked experimental in Optuna 5.0;
-# they are exactly what a sweep needs, so the warnings are noise to a user.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+@contextlib.contextmanager
+def heartbeat_features() -> Iterator[None]:
+    """Call Optuna's heartbeat features without their ``ExperimentalWarning``.
+
+    Heartbeats, ``fail_stale_trials`` and the retry callback are marked experimental in
+    Optuna 5.0; they are exactly what a sweep needs, so the warning is noise to a user. Only
+    that category is ignored, and only inside the block.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 class StorageUnavailable(ValueError):
@@ -277,7 +285,8 @@ class RetryStaleTrial:
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
         self.max_retry = max_retry
-        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        with heartbeat_features():
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         self.on_stale = on_stale
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -325,7 +334,8 @@ def open_storage(
         # Reconnect transparently after a server restart or an idle connection drop.
         engine_kwargs = {"pool_pre_ping": True}
     try:
-        return RDBStorage(sqlalchemy_url(url), engine_kwargs=engine_kwargs, **hb)
+        with heartbeat_features():  # heartbeat_interval is an experimental argument
+            return RDBStorage(sqlalchemy_url(url), engine_kwargs=engine_kwargs, **hb)
     except Exception as err:  # unreachable server, bad credentials, missing driver...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StorageUnavailable(f"cannot open the Optuna storage {redact(url)}: {first}") from err

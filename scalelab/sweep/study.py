@@ -37,7 +37,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from scalelab.sweep.spec import Cell, HeartbeatSpec, SweepSpec, parse_spec
-from scalelab.sweep.storage import open_storage, redact, redact_spec
+from scalelab.sweep.storage import heartbeat_features, open_storage, redact, redact_spec
 from scalelab.sweep.trial import FINAL_OUTCOMES, boot_id, make_pruner
 
 if TYPE_CHECKING:
@@ -432,7 +432,8 @@ class Sweep:
     def fail_stale(self, study: optuna.Study) -> None:
         """Fail (and re-queue) the cell's trials whose worker died: locally dead, or stale."""
         self.fail_dead_local_trials(study)
-        fail_stale_trials(study)
+        with heartbeat_features():
+            fail_stale_trials(study)
 
     def recover(self) -> int:
         """Fail dead workers' trials, close their MLflow runs, re-queue lost slots.

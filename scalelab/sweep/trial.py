@@ -358,6 +358,7 @@ def _train_trial(
     from scalelab.results.batched_logging import BatchedMLflowLogging
     from scalelab.sweep.callbacks import OptunaPruning
     from scalelab.train import TrainConfig, TrainingDiverged, train
+    from scalelab.training.progress import Progress
 
     logging = BatchedMLflowLogging(flush_every)
     if spec.stage == "pretrain":
@@ -369,7 +370,9 @@ def _train_trial(
             **run_fields(spec, cell, trial.number, params),
         )
         pruning = OptunaPruning(trial, tokens_per_step=cfg.batch_size * cfg.context)
-        callbacks = [pruning, logging]
+        # Live on a terminal, a line a minute in a log; the sweep's own line follows the trial.
+        progress = Progress(f"{cell.key} trial {trial.number}", keep=False)
+        callbacks = [pruning, logging, progress]
         result = train(
             cfg, workspace, run_id=run_id, callbacks=callbacks, enable_progress_bar=False
         )

@@ -17,12 +17,12 @@ import os
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
+from scalelab.sweep.storage import heartbeat_features
 from scalelab.sweep.trial import (
     TrialLost,
     TrialOutcome,
@@ -37,17 +37,14 @@ if TYPE_CHECKING:
 
 
 def quiet_training_logs() -> None:
-    """One line per trial is the worker's output: silence Lightning's banners and tips."""
-    import lightning.pytorch  # noqa: F401 - it sets its loggers' levels when imported
+    """One line per trial is the worker's output: no library banners (``quiet_libraries``),
+    no line per trial from Optuna and no INFO from MLflow; ``SCALELAB_VERBOSE=1`` keeps all."""
+    from scalelab.quiet import quiet_libraries, verbose
 
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("optuna").setLevel(logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", module="lightning_fabric")
-    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    quiet_libraries()
+    if not verbose():
+        logging.getLogger("optuna").setLevel(logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 def set_threads(threads: int | None) -> None:
@@ -152,7 +149,8 @@ def _unbounded_retry(stale_callback: object) -> Callable | None:
 
     if stale_callback is None:
         return None
-    return RetryHeartbeatStaleTrialCallback(max_retry=None)
+    with heartbeat_features():
+        return RetryHeartbeatStaleTrialCallback(max_retry=None)
 
 
 def print_line(text: str) -> None:

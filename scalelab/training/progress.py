@@ -9,6 +9,7 @@ number of lines. Lightning's own bar is not used: it counts epochs of a run meas
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +17,11 @@ from typing import Any, TextIO
 
 import lightning as L
 
-__all__ = ["Progress", "duration"]
+__all__ = ["LINES_ENV", "Progress", "duration"]
 
+# Set for processes that share a terminal with others (a sweep's worker processes): lines, as
+# in a log, since several processes redrawing one line garble it.
+LINES_ENV = "SCALELAB_PROGRESS_LINES"
 LOSS_KEYS = ("train/loss", "train_loss")  # pre-training's and the RLHF stages' training loss
 LIVE_REFRESH = 0.25  # seconds between redraws of a terminal line
 
@@ -45,7 +49,8 @@ class Progress(L.Callback):
 
     ``label`` starts every line (e.g. a sweep's cell and trial). ``unit`` names what the run
     counts: its training batches, i.e. optimizer steps, or PPO's iterations. ``live``: redraw
-    one line in place [default: when ``stream`` is a terminal]; otherwise a line every
+    one line in place [default: when ``stream`` is a terminal and ``LINES_ENV`` is not set];
+    otherwise a line every
     ``every`` seconds. ``keep``: leave a final line when the run ends (a sweep leaves none:
     its own line per trial follows).
     """
@@ -75,7 +80,8 @@ class Progress(L.Callback):
     @property
     def live(self) -> bool:
         if self._live is None:
-            self._live = bool(getattr(self.stream, "isatty", lambda: False)())
+            terminal = bool(getattr(self.stream, "isatty", lambda: False)())
+            self._live = terminal and not os.environ.get(LINES_ENV)
         return self._live
 
     # --- Lightning hooks ----------------------------------------------------------------------
