@@ -12,6 +12,10 @@ stage (``sft``, ``reward``, ``ppo``, ``classify``: ``scalelab.rlhf.run_stage`` o
 task), whose budget axis is optimizer steps and whose ``train:`` overrides are the stage's
 config fields.
 
+``parametrization: mup`` trains every size in μP relative to ``mup_base_width``; with
+``search.lr_tuning: base_width`` only the cells of that width search, and every other cell runs
+one trial with the best parameters of the base-width cell of its budget and seed.
+
 Loading reports every mistake with the field it concerns and what is allowed
 (``SpecError``); unknown keys are refused, so a typo never silently falls back to a default.
 Only pydantic and PyYAML are imported here; the model and trainer modules are imported inside
@@ -24,7 +28,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +53,8 @@ SWEEP_CONTROLLED = frozenset(
         "val_every",
         "experiment",
         "run_name",
+        "parametrization",
+        "mup_base_width",
     }
 )
 # ... and the fields of an RLHF stage's config it sets (budgets are steps; the trunk is a size).
@@ -168,6 +174,11 @@ class SearchSpec(_Strict):
     lr: float | list[float] | Range | WidthRule = 3e-3
     warmup: float | list[float] | Range = 0.05
     batch_size: int | list[int] = 32
+    lr_tuning: Literal["per_size", "base_width"] = Field(
+        "per_size",
+        description="base_width (with parametrization: mup): search at mup_base_width only; "
+        "other sizes run one trial with the best parameters found there",
+    )
 
     @field_validator("trials", "startup_trials", "batch_size", mode="before")
     @classmethod
@@ -367,6 +378,10 @@ class Cell:
     budget_value: float
     # An RLHF stage's budget; pretraining's steps vary with the searched batch size.
     steps: int | None = None
+    # search.lr_tuning: base_width: the base-width cell (same budget and seed) whose best
+    # trial's parameters this cell reuses, and those parameters once it is done.
+    tuned_at: str | None = None
+    fixed_params: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -418,6 +433,12 @@ class SweepSpec(_Strict):
     )
     train: dict[str, Any] = Field(
         default_factory=dict, description="other TrainConfig (or stage config) fields"
+    )
+    parametrization: Literal["standard", "mup"] = Field(
+        "standard", description="mup: μP relative to mup_base_width (scalelab/model.py)"
+    )
+    mup_base_width: int | None = Field(
+        None, ge=8, description="mup: the d_model at which μP is the standard model"
     )
     storage: str | None = Field(None, description="Optuna storage URL [default: workspace]")
     experiment: str | None = Field(None, description="MLflow experiment [default: name]")
@@ -536,6 +557,29 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _mup_has_a_base(self) -> SweepSpec:
+        if (self.parametrization == "mup") != (self.mup_base_width is not None):
+            raise ValueError(
+                "mup_base_width: give it (the d_model learning rates are tuned at) with "
+                "parametrization: mup, and only then"
+            )
+        if self.parametrization == "mup" and self.stage != "pretrain":
+            raise ValueError(f"parametrization: mup pretrains; stage {self.stage} has no μP")
+        if self.search.lr_tuning == "base_width":
+            if self.parametrization != "mup":
+                raise ValueError(
+                    "search: lr_tuning: base_width reuses one learning rate at every width, "
+                    "which μP makes transferable; set parametrization: mup"
+                )
+            widths = sorted({size.shape[2] for size in self.resolved_sizes()})
+            if self.mup_base_width not in widths:
+                raise ValueError(
+                    f"sizes: lr_tuning: base_width searches at d_model {self.mup_base_width} "
+                    f"(mup_base_width), but the sizes have d_model {widths}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _cells_are_trainable(self) -> SweepSpec:
         try:
             self.cells()
@@ -547,6 +591,10 @@ class SweepSpec(_Strict):
     @property
     def experiment_name(self) -> str:
         return self.experiment or self.name
+
+    def trials_of(self, cell: Cell) -> int:
+        """Trials of ``cell``: one where it reuses the base width's best, else ``search.trials``."""
+        return 1 if cell.tuned_at is not None else self.search.trials
 
     def tokens_per_step(self) -> int:
         """Tokens of the largest searched batch; budgets are whole multiples of every batch."""
@@ -666,7 +714,18 @@ class SweepSpec(_Strict):
                         )
                     )
         cells.sort(key=lambda item: (item[0], item[1].n_params, item[1].seed))
-        return [cell for _, cell in cells]
+        return self._tuned_at_base([cell for _, cell in cells])
+
+    def _tuned_at_base(self, cells: list[Cell]) -> list[Cell]:
+        """Under ``lr_tuning: base_width``, each cell of another width names the base-width
+        cell of its budget and seed."""
+        if self.search.lr_tuning != "base_width":
+            return cells
+        base = {(c.budget, c.seed): c.key for c in cells if c.d_model == self.mup_base_width}
+        return [
+            c if c.d_model == self.mup_base_width else replace(c, tuned_at=base[c.budget, c.seed])
+            for c in cells
+        ]
 
     def identity(self) -> dict[str, Any]:
         """What a study's results depend on; a re-run that changes any of it is refused.
@@ -674,9 +733,15 @@ class SweepSpec(_Strict):
         ``trials``, the pruner, heartbeats and the storage may change between runs: more
         trials extend every cell.
         """
-        search = self.search.model_dump(mode="json", exclude={"trials"})
-        # Pretraining sweeps stored before stages existed keep their identity.
+        search = self.search.model_dump(mode="json", exclude={"trials", "lr_tuning"})
+        # Pretraining sweeps stored before stages (or μP) existed keep their identity.
         stage = {} if self.stage == "pretrain" else {"stage": self.stage}
+        if self.parametrization == "mup":
+            stage |= {
+                "parametrization": "mup",
+                "mup_base_width": self.mup_base_width,
+                "lr_tuning": self.search.lr_tuning,
+            }
         return {
             **stage,
             "corpus": self.corpus,

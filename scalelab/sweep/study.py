@@ -29,7 +29,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -333,7 +333,7 @@ class Sweep:
                     f"study {study.study_name!r} in {redact(self.url)} was created by a "
                     "different spec or corpus; name a new sweep (--name NEW or name: in the spec)"
                 )
-            self._top_up(study)
+            self._top_up(study, cell)
         parent = self._parent_run(attrs.get("mlflow_parent_run_id"), corpus_hash)
         self._set_attrs(
             {
@@ -357,10 +357,10 @@ class Sweep:
             if current.get(key) != value:
                 study.set_user_attr(key, value)
 
-    def _top_up(self, study: optuna.Study) -> int:
+    def _top_up(self, study: optuna.Study, cell: Cell) -> int:
         """Queue a WAITING trial for every missing or lost slot; returns how many."""
         trials = study.get_trials(deepcopy=False)
-        states = slot_states(trials, self.spec.search.trials, self.heartbeat.max_retry)
+        states = slot_states(trials, self.spec.trials_of(cell), self.heartbeat.max_retry)
         queued = 0
         for slot, state in sorted(states.items()):
             missing = not any(t.user_attrs.get("slot") == slot for t in trials)
@@ -444,7 +444,7 @@ class Sweep:
         for cell in self.cells:
             study = self.study(cell)
             self.fail_stale(study)
-            queued += self._top_up(study)
+            queued += self._top_up(study, cell)
         self.close_orphan_runs()
         return queued
 
@@ -502,9 +502,23 @@ class Sweep:
         out = Progress()
         for cell in self.cells:
             trials = self.study(cell).get_trials(deepcopy=False)
-            states = slot_states(trials, trials_per_cell, self.heartbeat.max_retry)
+            slots = 1 if cell.tuned_at is not None else trials_per_cell
+            states = slot_states(trials, slots, self.heartbeat.max_retry)
             out.cells.append(CellStatus(cell, states, trials))
         return out
+
+    def reusing_base(self, cell: Cell) -> Cell | None:
+        """``cell`` with the best parameters of its base-width cell (``cell.tuned_at``), or
+        None while that cell still searches. A base cell none of whose trials completed
+        leaves ``cell`` to its own search, one trial."""
+        base = next(c for c in self.cells if c.key == cell.tuned_at)
+        trials = self.study(base).get_trials(deepcopy=False)
+        slots = slot_states(trials, self.spec.trials_of(base), self.heartbeat.max_retry)
+        status = CellStatus(base, slots, trials)
+        if not status.done:
+            return None
+        best = status.best
+        return cell if best is None else replace(cell, fixed_params=dict(best.params))
 
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent MLflow run."""

@@ -138,7 +138,10 @@ def val_every(spec: SweepSpec, cell: Cell) -> int:
 
 
 def choices(spec: SweepSpec, cell: Cell, name: str) -> list[Any]:
-    """The values of a parameter that is not a range: its list, or its one value."""
+    """The values of a parameter that is not a range: its list, or its one value; the base
+    width's best value where ``cell`` reuses it."""
+    if cell.fixed_params is not None:
+        return [cell.fixed_params[name]]
     value = getattr(spec.search, name)
     if isinstance(value, WidthRule):
         return [value.lr(cell.d_model)]
@@ -150,7 +153,7 @@ def suggest(trial: optuna.Trial, spec: SweepSpec, cell: Cell) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("lr", "warmup", "batch_size"):
         value = getattr(spec.search, name)
-        if isinstance(value, Range):
+        if isinstance(value, Range) and cell.fixed_params is None:
             out[name] = trial.suggest_float(name, value.low, value.high, log=value.log)
         else:
             out[name] = trial.suggest_categorical(name, choices(spec, cell, name))
@@ -268,6 +271,11 @@ def run_fields(spec: SweepSpec, cell: Cell, number: int, params: dict[str, Any])
         run_name=f"{cell.key}/{number}",
         **params,
         **spec.train,
+        **(
+            {"parametrization": "mup", "mup_base_width": spec.mup_base_width}
+            if spec.parametrization == "mup"
+            else {}
+        ),
     )
 
 

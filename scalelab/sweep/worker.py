@@ -97,6 +97,12 @@ def work(
         claimed = False
         busy_elsewhere = False
         for cell in sweep.cells:
+            if cell.tuned_at is not None:
+                reusing = sweep.reusing_base(cell)
+                if reusing is None:  # its base-width cell still searches
+                    busy_elsewhere = True
+                    continue
+                cell = reusing  # the same cell, its parameters now fixed
             study = sweep.study(cell)
             now = time.monotonic()
             if now - last_stale_check.get(cell.key, -1e9) >= sweep.heartbeat.interval:
