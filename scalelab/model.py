@@ -15,6 +15,12 @@ Four published designs share one implementation and differ by ``GPTConfig.varian
   multiple of 8, rotary position embeddings (Su et al. 2021) instead of ``wpe``, no biases, and
   an untied unembedding by default (``tie_embeddings`` switches it).
 
+Three ablations of ``gpt2``, each removing one part popular accounts call indispensable, so
+that its cost can be measured as a scaling curve: ``gpt2-noresidual`` (each sub-block's output
+replaces the stream instead of being added to it), ``gpt2-nonorm`` (no LayerNorm anywhere,
+``ln_f`` included) and ``gpt2-attnonly`` (no MLP: blocks of attention alone). Everything else,
+init included, is GPT-2's.
+
 ``mup_base_width`` switches on the maximal-update parametrisation (μP; Yang et al. 2022, "Tensor
 Programs V", Table 8, Adam column), relative to a model of that width, so at the base width the
 model is the standard one except for attention's 1/d_head: with the width multiplier
@@ -74,18 +80,28 @@ def swiglu_hidden(d_model: int) -> int:
     return 8 * max(1, round(d_model / 3))
 
 
+def _norm_params(variant: str, d_model: int, bias: bool) -> int:
+    """One norm: LayerNorm's d gains (+ d biases), RMSNorm's d gains, or none (gpt2-nonorm)."""
+    if variant == "gpt2-nonorm":
+        return 0
+    return d_model * (2 if bias and variant != "llama" else 1)
+
+
 def _block_params(variant: str, d_model: int, bias: bool) -> int:
-    """Parameters of one block. GPT: 12·d² weights (c_attn 3d², c_proj d², c_fc 4d², c_proj 4d²),
-    9·d linear biases, and two LayerNorms of d gains (+ d biases). llama: c_attn 3d², c_proj d²,
-    SwiGLU 3·d·hidden (c_fc 2·d·hidden, c_proj hidden·d) and two RMSNorm gains."""
+    """Parameters of one block. Attention: c_attn 3d² and c_proj d² (+ 4·d biases). MLP: GPT's
+    c_fc 4d² and c_proj 4d² (+ 5·d biases), or llama's SwiGLU 3·d·hidden (c_fc 2·d·hidden,
+    c_proj hidden·d), or none (gpt2-attnonly). A norm before each sub-block."""
+    norm = _norm_params(variant, d_model, bias)
+    attention = 4 * d_model**2 + (4 * d_model if bias else 0) + norm
+    if variant == "gpt2-attnonly":
+        return attention
     if variant == "llama":
-        return 4 * d_model**2 + 3 * d_model * swiglu_hidden(d_model) + 2 * d_model
-    return 12 * d_model**2 + (9 * d_model if bias else 0) + 2 * d_model * (2 if bias else 1)
+        return attention + 3 * d_model * swiglu_hidden(d_model) + norm
+    return attention + 8 * d_model**2 + (5 * d_model if bias else 0) + norm
 
 
 def _nonembedding_params(variant: str, n_layer: int, d_model: int, bias: bool) -> int:
-    # GPT-1 has no ln_f; llama's is an RMSNorm (gains only).
-    final_norm = 0 if variant == "gpt1" else d_model * (2 if bias else 1)
+    final_norm = 0 if variant == "gpt1" else _norm_params(variant, d_model, bias)  # GPT-1: no ln_f
     return n_layer * _block_params(variant, d_model, bias) + final_norm
 
 
@@ -325,7 +341,10 @@ class SwiGLU(nn.Module):
 
 
 def _norm(config: GPTConfig) -> nn.Module:
-    """LayerNorm for gpt1-3; torch's RMSNorm (gains only, no mean subtracted) for llama."""
+    """LayerNorm for GPT; torch's RMSNorm (gains only, no mean subtracted) for llama; an
+    identity for gpt2-nonorm."""
+    if config.variant == "gpt2-nonorm":
+        return nn.Identity()
     if config.variant == "llama":
         return nn.RMSNorm(config.d_model, eps=RMS_NORM_EPS)
     return nn.LayerNorm(config.d_model, bias=config.bias)
@@ -348,17 +367,25 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
         self.pre_norm = config.variant != "gpt1"
+        self.residual = config.variant != "gpt2-noresidual"
         self.ln_1 = _norm(config)
         self.attn = CausalSelfAttention(config, banded=config.is_banded(layer))
-        self.ln_2 = _norm(config)
-        self.mlp = SwiGLU(config) if config.variant == "llama" else MLP(config)
+        self.ln_2: nn.Module | None = None
+        self.mlp: nn.Module | None = None
+        if config.variant != "gpt2-attnonly":
+            self.ln_2 = _norm(config)
+            self.mlp = SwiGLU(config) if config.variant == "llama" else MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre_norm:  # GPT-2 §2.3 (and llama): the norm moved to each sub-block's input
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp(self.ln_2(x))
+            x = self._add(x, self.attn(self.ln_1(x)))
+            return x if self.mlp is None else self._add(x, self.mlp(self.ln_2(x)))
         x = self.ln_1(x + self.attn(x))  # GPT-1 / Vaswani et al.: LayerNorm after the residual add
         return self.ln_2(x + self.mlp(x))
+
+    def _add(self, stream: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """The residual add, or (gpt2-noresidual) the sub-block's output alone."""
+        return stream + update if self.residual else update
 
 
 class GPT(nn.Module):
@@ -376,7 +403,7 @@ class GPT(nn.Module):
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
                 # GPT-2 adds a final LayerNorm after the last block; GPT-1's blocks already
-                # end with one, so it gets an identity here.
+                # end with one, so it gets an identity here (as gpt2-nonorm from _norm).
                 ln_f=nn.Identity() if config.variant == "gpt1" else _norm(config),
             )
         )

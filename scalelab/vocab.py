@@ -35,7 +35,10 @@ BUDGET = "budget"  # the cell's budget value, in the units of its kind
 BUDGET_KIND = "budget_kind"
 
 # ---- models -----------------------------------------------------------------------------------
-Variant = Literal["gpt1", "gpt2", "gpt3", "llama"]
+# gpt2-noresidual, gpt2-nonorm, gpt2-attnonly: GPT-2 without one part (scalelab/model.py).
+Variant = Literal[
+    "gpt1", "gpt2", "gpt3", "llama", "gpt2-noresidual", "gpt2-nonorm", "gpt2-attnonly"
+]
 VARIANTS: tuple[str, ...] = get_args(Variant)
 
 # ---- scaling laws -----------------------------------------------------------------------------
