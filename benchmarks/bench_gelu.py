@@ -45,16 +45,24 @@ def train_rate(cfg: GPTConfig, steps: int, warm: int, seed: int = 0) -> tuple[fl
     return rate, statistics.fmean(losses[-5:])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=20)
+def side_by_side_args(
+    description: str, rounds: int, steps: int
+) -> tuple[argparse.Namespace, list[tuple[int, int]]]:
+    """The command line of a side-by-side training benchmark: rounds, timed steps, warm-up
+    steps and (n_layer, d_model) sizes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
         "--sizes", nargs="+", default=[f"{n}x{d}" for n, d in SIZES], help="LxD, e.g. 4x128"
     )
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    return args, [(int(n), int(d)) for n, d in (s.split("x") for s in args.sizes)]
+
+
+def main() -> None:
+    args, sizes = side_by_side_args(__doc__.splitlines()[0], rounds=7, steps=20)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU")
 
     x = torch.linspace(-10, 10, 200_001)

@@ -18,28 +18,24 @@ of two runs back to back, compares them.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
-from bench_gelu import BATCH, CONTEXT, VOCAB, train_rate  # one timed training loop for both
+from bench_gelu import (  # one timed training loop and command line for both benchmarks
+    BATCH,
+    CONTEXT,
+    VOCAB,
+    side_by_side_args,
+    train_rate,
+)
 
 from scalelab.model import GPTConfig
 
-SIZES = [(4, 128), (4, 256)]  # (n_layer, d_model), as bench_gelu.py
 VARIANTS = ("gpt2", "llama")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument(
-        "--sizes", nargs="+", default=[f"{n}x{d}" for n, d in SIZES], help="LxD, e.g. 4x128"
-    )
-    args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    args, sizes = side_by_side_args(__doc__.splitlines()[0], rounds=5, steps=15)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU; "
         f"batch {BATCH} x context {CONTEXT}, vocabulary {VOCAB}"
