@@ -1,0 +1,194 @@
+"""GPT-2 against its ablations as scaling curves: is each part indispensable, and what does
+losing it cost as compute grows?
+
+Runs ``sweeps/ablations.yaml`` once per variant (``gpt2``, ``gpt2-noresidual``, ``gpt2-nonorm``,
+``gpt2-attnonly``; resumable, every trial an MLflow run in one experiment), fits
+L(C) = E + A·C^-alpha to each variant's best trial per size with bootstrap intervals, and writes
+``analysis/ablations.md`` and its figure: each variant's exponent, the compute multiplier the
+ablation costs at the largest size (the compute the ablated model needs to reach the full
+model's loss there, over the full model's compute), and how many trials diverged, by size.
+Run: ``python analysis/ablations.py [--spec sweeps/ablations.yaml] [--workers 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import yaml
+from report import HERE, environment_line, fmt, interval, markdown_table, save_figure
+
+from scalelab.analysis.bootstrap import BootstrapResult, bootstrap
+from scalelab.analysis.fit import fit_law
+from scalelab.analysis.laws import Law
+from scalelab.dashboard.figures import palette
+from scalelab.results.runs import best_per_cell, mlflow_runs
+from scalelab.sweep.coordinator import open_sweep, run_sweep
+from scalelab.sweep.spec import parse_spec
+from scalelab.workspace import Workspace
+
+VARIANTS = ("gpt2", "gpt2-noresidual", "gpt2-nonorm", "gpt2-attnonly")
+FULL = VARIANTS[0]
+
+
+def compute_to_reach(law: Law, loss: float) -> float:
+    """C with law(C) = loss for L = E + A·C^-alpha; infinite at or below the floor E."""
+    p = law.params
+    return math.inf if loss <= p["E"] else (p["A"] / (loss - p["E"])) ** (1 / p["alpha"])
+
+
+def multiplier(full: Law, ablated: Law, compute: float) -> float:
+    """Compute the ablated model needs for the full model's loss at ``compute``, over it."""
+    return compute_to_reach(ablated, float(full.predict(compute=compute))) / compute
+
+
+def order_interval(samples: list[float], level: float = 0.9) -> tuple[float, float]:
+    """The central ``level`` interval by order statistics, which infinite samples (a floor
+    above the target loss) do not break as interpolating quantiles do."""
+    if not samples:
+        return math.nan, math.nan
+    ordered = sorted(samples)
+    tail = (1 - level) / 2
+    last = len(ordered) - 1
+    return ordered[round(tail * last)], ordered[round((1 - tail) * last)]
+
+
+def train(spec_path: Path, workspace: Workspace, workers: int) -> dict[str, object]:
+    """Every variant's sweep, trained (or resumed); their Sweep objects by variant."""
+    data = yaml.safe_load(spec_path.read_text())
+    sweeps = {}
+    for variant in VARIANTS:
+        spec = parse_spec(
+            {
+                **data,
+                "variant": variant,
+                "name": f"{data['name']}-{variant}",
+                "experiment": data["name"],
+            },
+            str(spec_path),
+        )
+        sweep = open_sweep(spec, workspace, workers=workers)
+        if not run_sweep(sweep, workers=workers, echo=print).complete:
+            raise RuntimeError(f"sweep {spec.name} did not complete")
+        sweeps[variant] = sweep
+    return sweeps
+
+
+def _variant_order(column: pd.Series) -> pd.Series:
+    return column.map(VARIANTS.index) if column.name == "variant" else column
+
+
+def diverged(sweep: object) -> dict[str, int]:
+    """Trials that diverged, by size."""
+    out: dict[str, int] = {}
+    for status in sweep.progress().cells:
+        n = sum(t.user_attrs.get("outcome") == "diverged" for t in status.trials)
+        out[status.cell.size] = out.get(status.cell.size, 0) + n
+    return out
+
+
+def figure(points: pd.DataFrame, fits: dict[str, BootstrapResult]) -> go.Figure:
+    fig = go.Figure()
+    grid = np.geomspace(points["compute"].min() / 2, points["compute"].max() * 10, 100)
+    for color, (variant, result) in zip(palette(len(fits)), fits.items(), strict=True):
+        mine = points[points["variant"] == variant]
+        fig.add_trace(
+            go.Scatter(
+                x=mine["compute"],
+                y=mine["loss"],
+                mode="markers",
+                name=variant,
+                marker={"color": color, "size": 9},
+                legendgroup=variant,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=grid,
+                y=result.law.predict(compute=grid),
+                mode="lines",
+                line={"color": color},
+                legendgroup=variant,
+                showlegend=False,
+            )
+        )
+    fig.update_xaxes(type="log", title="training compute C = 6·N·D (FLOPs)")
+    fig.update_yaxes(type="log", title="validation loss (nats/token), best trial per size")
+    return fig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, default=HERE.parent / "sweeps" / "ablations.yaml")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--resamples", type=int, default=500)
+    parser.add_argument("--stem", default="ablations", help="report name under analysis/")
+    args = parser.parse_args()
+    workspace = Workspace.resolve()
+    sweeps = train(args.spec, workspace, args.workers)
+    experiment = next(iter(sweeps.values())).spec.experiment_name
+    names = {v: s.spec.name for v, s in sweeps.items()}
+    runs = mlflow_runs(experiment, workspace, sweeps=list(names.values()), completed=True)
+    points = best_per_cell(runs)
+    points["variant"] = points["sweep"].map({name: v for v, name in names.items()})
+    points = points.sort_values(["variant", "compute"], key=_variant_order)
+    fits = {}
+    for variant in VARIANTS:
+        mine = points[points["variant"] == variant]
+        fit = fit_law(mine, "power_law")
+        fits[variant] = bootstrap(fit, mine, n_resamples=args.resamples, seed=0)
+    c_max = points.loc[points["variant"] == FULL, "compute"].max()
+    rows = []
+    for variant, result in fits.items():
+        ci = result.param_intervals().loc["alpha"]
+        samples = [
+            multiplier(full, ablated, c_max)
+            for full, ablated in zip(fits[FULL].sample_laws(), result.sample_laws(), strict=False)
+        ]
+        lo, hi = order_interval(samples)
+        rows.append(
+            {
+                "variant": variant,
+                "alpha": ci["estimate"],
+                "alpha 90%": interval(ci["lo"], ci["hi"], 3),
+                "E": result.law.params["E"],
+                f"multiplier at C={c_max:.2g}": multiplier(fits[FULL].law, result.law, c_max),
+                "multiplier 90%": interval(lo, hi, 3),
+                "diverged trials by size": ", ".join(
+                    f"{size} {n}" for size, n in diverged(sweeps[variant]).items()
+                ),
+            }
+        )
+    table = points.assign(loss=points["loss"].map(fmt))[
+        ["variant", "cell", "n_params", "tokens", "compute", "lr", "loss", "run_id"]
+    ]
+    link = save_figure(figure(points, fits), args.stem)
+    text = f"""# GPT-2 and its ablations as scaling curves
+
+Sweep `{args.spec.name}` run once per variant (MLflow experiment `{experiment}`, sweeps
+{", ".join(f"`{n}`" for n in names.values())}); each point is the best trial of a size
+(learning rate searched per cell). L(C) = E + A·C^-alpha fitted per variant; intervals from
+{args.resamples} bootstrap resamples of the points. The multiplier is the compute each variant
+needs to reach the full model's fitted loss at C = {c_max:.3g}, over that compute (∞: the
+variant's fitted floor E lies above it). Generated by `analysis/ablations.py`.
+
+{markdown_table(pd.DataFrame(rows))}
+
+{link}
+
+## Points
+
+{markdown_table(table)}
+
+{environment_line()}
+"""
+    (HERE / f"{args.stem}.md").write_text(text)
+    print(f"wrote {HERE / f'{args.stem}.md'}")
+
+
+if __name__ == "__main__":
+    main()
