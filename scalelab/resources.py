@@ -179,12 +179,17 @@ def pick_threads(workers: int = 1, override: int | None = None) -> tuple[int, st
     More threads than free cores do not add speed but lose it: OpenMP threads spin-wait for
     each other, and on a loaded 2-core machine a tiny trial took 38.5 s with two threads
     against 2.8 s with one. So each of ``workers`` processes takes its share of the free
-    cores (at least one); ``override`` (``--threads``) or ``OMP_NUM_THREADS`` wins.
+    cores (at least one); ``override`` (``--threads``) wins, and so does ``OMP_NUM_THREADS``
+    up to a share of the cores: a variable set for one process must not give each of
+    ``workers`` processes all of them (``workers`` × threads stays within the cores).
     """
     if override:
         return override, "--threads"
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
+        share = max(1, cores() // max(1, workers))
+        if int(env) > share:
+            return share, f"OMP_NUM_THREADS={env} capped at {cores()} cores / {workers} workers"
         return int(env), "OMP_NUM_THREADS"
     free = free_cores()
     threads = max(1, int(free + 0.5) // max(1, workers))

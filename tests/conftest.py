@@ -40,3 +40,15 @@ def workspace(tmp_path: Path, token_cache: Path, monkeypatch: pytest.MonkeyPatch
     ws.cache_dir.rmdir()
     ws.cache_dir.symlink_to(token_cache, target_is_directory=True)
     return ws
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a test: tiny models gain nothing from more, and on a busy machine
+    threads beyond the free cores spin-wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

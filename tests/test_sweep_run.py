@@ -102,28 +102,37 @@ def assert_sweep_exact(url: str, sweep: str, cells: int, trials: int, tracking_u
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("group", [False, True], ids=["one-at-a-time", "grouped"])
 def test_sigkill_mid_trial_then_resume_trains_exactly_what_was_asked(
-    workspace: Workspace, tmp_path: Path
+    workspace: Workspace, tmp_path: Path, group: bool
 ) -> None:
-    spec = write_spec(tmp_path / "kill.yaml", "killme", ["n10k", "n30k"], steps=200)
+    """Killed mid-trial, then resumed: every trial the worker held (one, or a whole group:
+    a size's two trials) is retried with its parameters, and nothing else is."""
+    spec = write_spec(tmp_path / "kill.yaml", "killme", ["n10k", "n30k"], steps=200, group=group)
     url = f"journal:{workspace.root / 'optuna-journal.log'}"
     log = (tmp_path / "first.log").open("w")
     first = cli(["sweep", "run", str(spec)], workspace, stdout=log, stderr=subprocess.STDOUT)
-    victim = None
+    victims: list = []
     deadline = time.monotonic() + 240
-    while victim is None and time.monotonic() < deadline and first.poll() is None:
+    while not victims and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
         if not Path(url.removeprefix("journal:")).exists():
             continue
-        for ts in cell_trials(url, "killme").values():
-            for t in ts:  # a trial past its first validation, not yet finished
-                if t.state == TrialState.RUNNING and t.intermediate_values:
-                    victim = t
-    assert victim is not None, (tmp_path / "first.log").read_text()
+        running = [
+            (name, t)
+            for name, ts in cell_trials(url, "killme").items()
+            for t in ts
+            if t.state == TrialState.RUNNING
+        ]
+        if any(t.intermediate_values for _, t in running):  # past a first validation
+            victims = running
+    assert victims, (tmp_path / "first.log").read_text()
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
-    killed_run = victim.user_attrs["mlflow_run_id"]
-    assert mlflow.MlflowClient(workspace.tracking_uri).get_run(killed_run).info.status == "RUNNING"
+    assert len(victims) == (2 if group else 1)
+    client = mlflow.MlflowClient(workspace.tracking_uri)
+    for _, victim in victims:
+        assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
 
     second = cli(
         ["sweep", "run", str(spec)], workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -133,17 +142,21 @@ def test_sigkill_mid_trial_then_resume_trains_exactly_what_was_asked(
     assert "cells 2/2 done" in out
     studies, runs = assert_sweep_exact(url, "killme", 2, 2, workspace.tracking_uri)
     trials = [t for ts in studies.values() for t in ts]
-    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 4, TrialState.FAIL: 1}
-    retry = next(
-        t
-        for t in trials
-        if t.system_attrs.get("failed_trial") == victim.number
-        and t.user_attrs["slot"] == victim.user_attrs["slot"]
-    )
-    assert retry.params == victim.params  # the same trial again, not a new one
-    killed = runs[runs.run_id == killed_run].iloc[0]
-    assert killed.status == "KILLED"
-    assert "queued again" in killed["tags.failure_reason"]
+    assert Counter(t.state for t in trials) == {
+        TrialState.COMPLETE: 4,
+        TrialState.FAIL: len(victims),
+    }
+    for study, victim in victims:
+        retry = next(
+            t
+            for t in studies[study]
+            if t.system_attrs.get("failed_trial") == victim.number
+            and t.user_attrs["slot"] == victim.user_attrs["slot"]
+        )
+        assert retry.params == victim.params  # the same trial again, not a new one
+        killed = runs[runs.run_id == victim.user_attrs["mlflow_run_id"]].iloc[0]
+        assert killed.status == "KILLED"
+        assert "queued again" in killed["tags.failure_reason"]
 
     # A third run finds every cell done: it trains nothing and logs no new run.
     third = cli(
@@ -152,7 +165,7 @@ def test_sigkill_mid_trial_then_resume_trains_exactly_what_was_asked(
     out, _ = third.communicate(timeout=300)
     assert third.returncode == 0, out
     assert "(2 cells done)" in out and "trial 0:" not in out
-    assert sum(len(ts) for ts in cell_trials(url, "killme").values()) == 5
+    assert sum(len(ts) for ts in cell_trials(url, "killme").values()) == 4 + len(victims)
     assert len(child_runs(workspace.tracking_uri, "killme")) == len(runs)
 
 
@@ -341,7 +354,8 @@ def test_workers_on_two_machines_share_postgres_and_a_tracking_server(
     """A coordinator watching (``--workers 0``) and two ``sweep worker`` processes, each with
     its own workspace as on separate machines; one worker is SIGKILLed mid-trial and the
     other finishes the sweep, retrying the lost trial."""
-    spec = write_spec(tmp_path / "dist.yaml", "dist", ["n10k", "n30k"], steps=200)
+    # One trial at a time, so the killed worker held exactly one.
+    spec = write_spec(tmp_path / "dist.yaml", "dist", ["n10k", "n30k"], steps=200, group=False)
     storage = f"{postgres}/optuna"
     machines = []
     for name in ("machine-a", "machine-b"):

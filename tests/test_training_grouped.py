@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import lightning as L
 import pytest
 import torch
@@ -16,16 +14,9 @@ from scalelab.training.language_model import LanguageModel, pretraining_trainer
 from scalelab.training.stacked import StackedGPT
 from scalelab.workspace import Workspace
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CONTEXT, BATCH = 32, 4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: tiny models gain nothing from more, and lose much on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("variant", ["gpt1", "gpt2", "gpt3"])

@@ -293,6 +293,30 @@ class HeartbeatSpec(_Strict):
         return self
 
 
+class GroupSpec(_Strict):
+    """Small models of one shape trained together by one worker as one stacked model
+    (``scalelab.training.grouped``): each trial keeps its own run, validations, pruning
+    reports and result, equal to training it alone. Trials of RLHF stages, larger models,
+    GPUs, dropout, ``compile`` or several devices train one at a time. ``group: false`` is
+    short for ``enabled: false``."""
+
+    enabled: bool = True
+    max_params: float = Field(1e5, gt=0, description="largest non-embedding N trained in groups")
+    max_trials: int = Field(8, ge=1, le=256, description="trials trained together at most")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, bool):  # ``group: false``
+            return {"enabled": data}
+        return data
+
+    @field_validator("max_trials", mode="before")
+    @classmethod
+    def _no_bool_count(cls, value: Any) -> Any:
+        return _not_bool(value)
+
+
 class Budgets(_Strict):
     """Exactly one budget axis: ``steps`` for an RLHF stage, one of the others to pretrain."""
 
@@ -443,6 +467,9 @@ class SweepSpec(_Strict):
     storage: str | None = Field(None, description="Optuna storage URL [default: workspace]")
     experiment: str | None = Field(None, description="MLflow experiment [default: name]")
     heartbeat: HeartbeatSpec = HeartbeatSpec()
+    group: GroupSpec = Field(
+        GroupSpec(), description="train small same-shape trials together (on by default)"
+    )
 
     @field_validator("context", "seeds", "validations", mode="before")
     @classmethod

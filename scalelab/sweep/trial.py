@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from scalelab.rlhf import StageResult
+    from scalelab.sweep.study import Sweep
+    from scalelab.train import TrainConfig
     from scalelab.workspace import Workspace
 
 FINAL_OUTCOMES = frozenset({"diverged", "error"})  # failures that are not retried
@@ -197,6 +199,16 @@ def take_waiting_trial(
     return None
 
 
+def take_cell_trial(sweep: Sweep, cell: Cell) -> optuna.Trial | None:
+    """Claim a queued trial of ``cell`` (``take_waiting_trial``), built with its own seeded
+    sampler (``make_sampler``)."""
+    return take_waiting_trial(
+        sweep.study(cell),
+        sweep.storage,
+        sampler_for=lambda n: make_sampler(sweep.spec, cell, cell_seed(sweep.name, cell.key), n),
+    )
+
+
 class TrialLost(RuntimeError):
     """A claimed trial was failed (and its slot re-queued) by another process before it ran."""
 
@@ -276,6 +288,22 @@ def run_fields(spec: SweepSpec, cell: Cell, number: int, params: dict[str, Any])
             if spec.parametrization == "mup"
             else {}
         ),
+    )
+
+
+def pretrain_config(
+    spec: SweepSpec, cell: Cell, number: int, params: dict[str, Any]
+) -> TrainConfig:
+    """The training config of a pretraining trial: the cell's budget, validated every
+    ``val_every`` tokens."""
+    from scalelab.train import TrainConfig
+
+    return TrainConfig(
+        corpus=spec.corpus,
+        tokenizer=spec.tokenizer,
+        tokens=cell.tokens,
+        val_every=val_every(spec, cell),
+        **run_fields(spec, cell, number, params),
     )
 
 
@@ -365,18 +393,12 @@ def _train_trial(
     """Train the trial in its run; returns (final loss, training seconds)."""
     from scalelab.results.batched_logging import BatchedMLflowLogging
     from scalelab.sweep.callbacks import OptunaPruning
-    from scalelab.train import TrainConfig, TrainingDiverged, train
+    from scalelab.train import TrainingDiverged, train
     from scalelab.training.progress import Progress
 
     logging = BatchedMLflowLogging(flush_every)
     if spec.stage == "pretrain":
-        cfg = TrainConfig(
-            corpus=spec.corpus,
-            tokenizer=spec.tokenizer,
-            tokens=cell.tokens,
-            val_every=val_every(spec, cell),
-            **run_fields(spec, cell, trial.number, params),
-        )
+        cfg = pretrain_config(spec, cell, trial.number, params)
         pruning = OptunaPruning(trial, tokens_per_step=cfg.batch_size * cfg.context)
         # Live on a terminal, a line a minute in a log; the sweep's own line follows the trial.
         progress = Progress(f"{cell.key} trial {trial.number}", keep=False)
@@ -398,6 +420,64 @@ def _failed(trial: optuna.Trial, outcome: str, reason: str) -> None:
     trial.set_user_attr("failure_reason", reason)
 
 
+def record_failure(
+    err: BaseException, spec: SweepSpec, trial: optuna.Trial, client: MlflowClient, run_id: str
+) -> tuple[str, str]:
+    """Record why a trial's training stopped (pruned, diverged, any other error) on the trial
+    and its run; returns its state (PRUNED or FAIL) and the reason."""
+    from scalelab.results.sweep_runs import set_run_state
+    from scalelab.train import TrainingDiverged
+
+    if isinstance(err, optuna.TrialPruned):
+        reason = str(err)
+        if spec.stage != "pretrain":
+            # run_stage tags every exception as the run's failure; being pruned is not one.
+            client.delete_tag(run_id, "failure_reason")
+        set_run_state(client, run_id, "KILLED", trial_state="PRUNED", pruned_reason=reason)
+        return "PRUNED", reason
+    if isinstance(err, TrainingDiverged):
+        reason = str(err)
+        _failed(trial, "diverged", reason)
+    else:
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        _failed(trial, "error", reason)
+        trace = traceback.format_exception(err)
+        trial.set_user_attr("traceback", "".join(trace)[-4000:])
+    set_run_state(client, run_id, "FAILED", failure_reason=reason, trial_state="FAIL")
+    return "FAIL", reason
+
+
+def requeue_interrupted(
+    study: optuna.Study, trial: optuna.Trial, client: MlflowClient, run_id: str, retry: Any
+) -> None:
+    """The worker was interrupted (Ctrl-C, SIGTERM): fail the trial, kill its run and queue a
+    copy of it at once (``retry``)."""
+    from scalelab.results.sweep_runs import set_run_state
+
+    reason = f"worker {worker_name()} interrupted (Ctrl-C or SIGTERM); trial re-queued"
+    _failed(trial, "interrupted", reason)
+    tell(study, trial, state=TrialState.FAIL)
+    set_run_state(client, run_id, "KILLED", failure_reason=reason, trial_state="FAIL")
+    if retry is not None:
+        retry(study, study.get_trials(deepcopy=False)[trial.number])
+
+
+def tell_outcome(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    client: MlflowClient,
+    run_id: str,
+    state: str,
+    loss: float,
+) -> None:
+    """Tell Optuna how the trial ended; a COMPLETE trial's run is tagged once Optuna has it."""
+    if state == "COMPLETE":
+        tell(study, trial, values=loss)  # first: the result counts once Optuna has it
+        client.set_tag(run_id, "trial_state", "COMPLETE")
+    else:
+        tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+
+
 def run_trial(
     *,
     spec: SweepSpec,
@@ -417,9 +497,6 @@ def run_trial(
     SIGTERM), which is then raised again. Other exceptions end the trial as failed and are
     not raised: the sweep goes on.
     """
-    from scalelab.results.sweep_runs import set_run_state
-    from scalelab.train import TrainingDiverged
-
     started = time.perf_counter()
     number = trial.number
     try:
@@ -439,36 +516,14 @@ def run_trial(
                 spec, cell, trial, workspace, run_id, params, flush_every
             )
             state = "COMPLETE"
-        except optuna.TrialPruned as err:
-            state, reason = "PRUNED", str(err)
-            if spec.stage != "pretrain":
-                # run_stage tags every exception as the run's failure; being pruned is not one.
-                client.delete_tag(run_id, "failure_reason")
-            set_run_state(client, run_id, "KILLED", trial_state="PRUNED", pruned_reason=reason)
-        except TrainingDiverged as err:
-            reason = str(err)
-            _failed(trial, "diverged", reason)
-            set_run_state(client, run_id, "FAILED", failure_reason=reason, trial_state="FAIL")
         except (KeyboardInterrupt, SystemExit):
             # Lightning turns Ctrl-C into SystemExit(1) after closing the run as FAILED.
-            reason = f"worker {worker_name()} interrupted (Ctrl-C or SIGTERM); trial re-queued"
-            _failed(trial, "interrupted", reason)
-            tell(study, trial, state=TrialState.FAIL)
-            set_run_state(client, run_id, "KILLED", failure_reason=reason, trial_state="FAIL")
-            if retry is not None:
-                retry(study, study.get_trials(deepcopy=False)[number])
+            requeue_interrupted(study, trial, client, run_id, retry)
             raise
         except Exception as err:
-            reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-            _failed(trial, "error", reason)
-            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-            set_run_state(client, run_id, "FAILED", failure_reason=reason, trial_state="FAIL")
+            state, reason = record_failure(err, spec, trial, client, run_id)
 
-    if state == "COMPLETE":
-        tell(study, trial, values=loss)  # first: the result counts once Optuna has it
-        client.set_tag(run_id, "trial_state", "COMPLETE")
-    else:
-        tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+    tell_outcome(study, trial, client, run_id, state, loss)
     return TrialOutcome(
         cell=cell.key,
         number=number,

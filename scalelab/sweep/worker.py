@@ -22,15 +22,9 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
+from scalelab.sweep import grouping
 from scalelab.sweep.storage import heartbeat_features
-from scalelab.sweep.trial import (
-    TrialLost,
-    TrialOutcome,
-    cell_seed,
-    make_sampler,
-    run_trial,
-    take_waiting_trial,
-)
+from scalelab.sweep.trial import TrialLost, TrialOutcome, run_trial, take_cell_trial
 
 if TYPE_CHECKING:
     from scalelab.sweep.study import Sweep
@@ -108,13 +102,24 @@ def work(
             if now - last_stale_check.get(cell.key, -1e9) >= sweep.heartbeat.interval:
                 sweep.fail_stale(study)
                 last_stale_check[cell.key] = now
-            trial = take_waiting_trial(
-                study,
-                sweep.storage,
-                sampler_for=lambda n, c=cell: make_sampler(
-                    sweep.spec, c, cell_seed(sweep.name, c.key), n
-                ),
-            )
+            if grouping.applies(sweep.spec, cell):
+                limit = sweep.spec.group.max_trials
+                if max_trials is not None:
+                    limit = min(limit, max_trials - len(done))
+                outcomes = grouping.run_group(
+                    sweep,
+                    cell,
+                    parent_run_id=parent_run_id,
+                    limit=limit,
+                    retry=requeue,
+                    flush_every=flush_every,
+                    on_trial=on_trial,
+                )
+                done.extend(outcomes)
+                if outcomes:
+                    claimed = True
+                    break  # back to the smallest cell
+            trial = take_cell_trial(sweep, cell)
             if trial is None:
                 busy_elsewhere = busy_elsewhere or bool(
                     study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

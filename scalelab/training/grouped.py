@@ -51,7 +51,9 @@ class BatchSource(Protocol):
 class Member:
     """One run of the group. ``on_step(step, loss, lr)`` and ``on_validation(step, loss)``
     are called after the member's optimizer step ``step`` (1-based) and after each of its
-    validations; an exception they raise ends this member only (``outcome.error``)."""
+    validations; an exception they raise ends this member only (``outcome.error``).
+    ``on_end(outcome)`` is called the moment the member leaves the group, so its result can
+    be recorded while the others still train."""
 
     cfg: MemberConfig
     steps: int
@@ -59,6 +61,7 @@ class Member:
     data: BatchSource
     on_step: Callable[[int, float, float], None] | None = None
     on_validation: Callable[[int, float], None] | None = None
+    on_end: Callable[[MemberOutcome], None] | None = None
     outcome: MemberOutcome = field(default_factory=lambda: MemberOutcome())
 
 
@@ -191,10 +194,12 @@ class GroupTrainer:
         self.active = [m for r, m in enumerate(self.active) if r not in rows]
 
     def _end(self, row: int, error: BaseException | None) -> None:
-        outcome = self.members[self.active[row]].outcome
-        outcome.error = error
+        member = self.members[self.active[row]]
+        member.outcome.error = error
         if error is None and self.keep_weights:
-            outcome.state_dict = self.model.state_dict(row)
+            member.outcome.state_dict = self.model.state_dict(row)
+        if member.on_end is not None:
+            member.on_end(member.outcome)
 
     # --- The loop ---------------------------------------------------------------------------
 

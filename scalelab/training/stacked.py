@@ -21,6 +21,8 @@ from torch.nn import functional as F
 
 from scalelab.model import GPT, GPTConfig, band_mask
 
+STACKED_VARIANTS = ("gpt1", "gpt2", "gpt3")  # the forward passes written here
+
 
 def same_shape(a: GPTConfig, b: GPTConfig) -> bool:
     """Whether two configs stack: equal in every field (so equal in every tensor shape)."""
@@ -37,6 +39,8 @@ class StackedGPT:
     def __init__(self, config: GPTConfig, params: dict[str, torch.Tensor]) -> None:
         if config.dropout:
             raise ValueError("stacked models train without dropout (dropout must be 0)")
+        if config.variant not in STACKED_VARIANTS:
+            raise ValueError(f"no stacked forward for variant {config.variant!r}")
         self.config = config
         self.params = params
         self._masks = {
