@@ -8,6 +8,8 @@ L(C) = E + A·C^-alpha to each variant's best trial per size with bootstrap inte
 ablation costs at the largest size (the compute the ablated model needs to reach the full
 model's loss there, over the full model's compute), and how many trials diverged, by size.
 Run: ``python analysis/ablations.py [--spec sweeps/ablations.yaml] [--workers 2]``.
+``--variants gpt2 llama --stem architectures`` compares any variants the same way (the first is
+the reference), e.g. the LLaMA-style design against GPT-2 on the same corpus and budgets.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from scalelab.sweep.coordinator import open_sweep, run_sweep
 from scalelab.sweep.spec import parse_spec
 from scalelab.workspace import Workspace
 
-VARIANTS = ("gpt2", "gpt2-noresidual", "gpt2-nonorm", "gpt2-attnonly")
-FULL = VARIANTS[0]
+ABLATIONS = ("gpt2", "gpt2-noresidual", "gpt2-nonorm", "gpt2-attnonly")
 
 
 def compute_to_reach(law: Law, loss: float) -> float:
@@ -57,11 +58,13 @@ def order_interval(samples: list[float], level: float = 0.9) -> tuple[float, flo
     return ordered[round(tail * last)], ordered[round((1 - tail) * last)]
 
 
-def train(spec_path: Path, workspace: Workspace, workers: int) -> dict[str, object]:
+def train(
+    spec_path: Path, variants: list[str], workspace: Workspace, workers: int
+) -> dict[str, object]:
     """Every variant's sweep, trained (or resumed); their Sweep objects by variant."""
     data = yaml.safe_load(spec_path.read_text())
     sweeps = {}
-    for variant in VARIANTS:
+    for variant in variants:
         spec = parse_spec(
             {
                 **data,
@@ -76,10 +79,6 @@ def train(spec_path: Path, workspace: Workspace, workers: int) -> dict[str, obje
             raise RuntimeError(f"sweep {spec.name} did not complete")
         sweeps[variant] = sweep
     return sweeps
-
-
-def _variant_order(column: pd.Series) -> pd.Series:
-    return column.map(VARIANTS.index) if column.name == "variant" else column
 
 
 def diverged(sweep: object) -> dict[str, int]:
@@ -126,28 +125,32 @@ def main() -> None:
     parser.add_argument("--spec", type=Path, default=HERE.parent / "sweeps" / "ablations.yaml")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--resamples", type=int, default=500)
+    parser.add_argument("--variants", nargs="+", default=list(ABLATIONS))
     parser.add_argument("--stem", default="ablations", help="report name under analysis/")
     args = parser.parse_args()
     workspace = Workspace.resolve()
-    sweeps = train(args.spec, workspace, args.workers)
+    variants, full = args.variants, args.variants[0]
+    sweeps = train(args.spec, variants, workspace, args.workers)
     experiment = next(iter(sweeps.values())).spec.experiment_name
     names = {v: s.spec.name for v, s in sweeps.items()}
     runs = mlflow_runs(experiment, workspace, sweeps=list(names.values()), completed=True)
     points = best_per_cell(runs)
     points["variant"] = points["sweep"].map({name: v for v, name in names.items()})
-    points = points.sort_values(["variant", "compute"], key=_variant_order)
+    points = points.sort_values(
+        ["variant", "compute"], key=lambda c: c.map(variants.index) if c.name == "variant" else c
+    )
     fits = {}
-    for variant in VARIANTS:
+    for variant in variants:
         mine = points[points["variant"] == variant]
         fit = fit_law(mine, "power_law")
         fits[variant] = bootstrap(fit, mine, n_resamples=args.resamples, seed=0)
-    c_max = points.loc[points["variant"] == FULL, "compute"].max()
+    c_max = points.loc[points["variant"] == full, "compute"].max()
     rows = []
     for variant, result in fits.items():
         ci = result.param_intervals().loc["alpha"]
         samples = [
             multiplier(full, ablated, c_max)
-            for full, ablated in zip(fits[FULL].sample_laws(), result.sample_laws(), strict=False)
+            for full, ablated in zip(fits[full].sample_laws(), result.sample_laws(), strict=False)
         ]
         lo, hi = order_interval(samples)
         rows.append(
@@ -156,7 +159,7 @@ def main() -> None:
                 "alpha": ci["estimate"],
                 "alpha 90%": interval(ci["lo"], ci["hi"], 3),
                 "E": result.law.params["E"],
-                f"multiplier at C={c_max:.2g}": multiplier(fits[FULL].law, result.law, c_max),
+                f"multiplier at C={c_max:.2g}": multiplier(fits[full].law, result.law, c_max),
                 "multiplier 90%": interval(lo, hi, 3),
                 "diverged trials by size": ", ".join(
                     f"{size} {n}" for size, n in diverged(sweeps[variant]).items()
@@ -167,13 +170,13 @@ def main() -> None:
         ["variant", "cell", "n_params", "tokens", "compute", "lr", "loss", "run_id"]
     ]
     link = save_figure(figure(points, fits), args.stem)
-    text = f"""# GPT-2 and its ablations as scaling curves
+    text = f"""# {" vs ".join(variants)} as scaling curves
 
 Sweep `{args.spec.name}` run once per variant (MLflow experiment `{experiment}`, sweeps
 {", ".join(f"`{n}`" for n in names.values())}); each point is the best trial of a size
 (learning rate searched per cell). L(C) = E + A·C^-alpha fitted per variant; intervals from
 {args.resamples} bootstrap resamples of the points. The multiplier is the compute each variant
-needs to reach the full model's fitted loss at C = {c_max:.3g}, over that compute (∞: the
+needs to reach the fitted loss of `{full}` at C = {c_max:.3g}, over that compute (∞: the
 variant's fitted floor E lies above it). Generated by `analysis/ablations.py`.
 
 {markdown_table(pd.DataFrame(rows))}
