@@ -103,6 +103,16 @@ class Transfer:
         """Grid steps the best learning rate moved from the first width to the last."""
         return self.best[-1] - self.best[0]
 
+    @property
+    def reused(self) -> float:
+        """The widest model's loss at the rate tuned at the first width (tune once, reuse)."""
+        return self.losses[-1][self.best[0]]
+
+    @property
+    def reuse_gap(self) -> float:
+        """How much worse reusing is than tuning at the widest width, relative."""
+        return self.reused / min(self.losses[-1]) - 1
+
 
 def lr_grid(
     train: np.ndarray,
