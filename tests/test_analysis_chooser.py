@@ -88,32 +88,29 @@ def test_a_form_that_cannot_be_fitted_falls_back() -> None:
 
 
 def test_conformal_quantile_and_the_widening_by_the_measured_term() -> None:
-    scores = [0.01 * i for i in range(1, 20)]  # 19 scores: the 90% quantile is the 18th
+    scores = [0.01 * i for i in range(1, 20)]  # 19 ladders: the 90% quantile is the 18th
     assert conformal_quantile(scores, 0.9) == pytest.approx(0.18)
-    error = FormError(tuple(tuple(scores) if i == 2 else () for i in range(len(BIN_LABELS))))
-    k = error.per_decade(2.0, 0.9)  # 100x: its own bin
-    assert k == pytest.approx(0.18)
-    assert error.per_decade(1.0, 0.9) == pytest.approx(0.18)  # no 10x scores: borrows
+    error = FormError(tuple(scores))
+    k = error.per_decade(2.0, 0.9)
+    assert k == pytest.approx(0.18) and error.per_decade(1.0, 0.9) == k  # per decade
     lo, hi = error.widen(2.0, 1.9, 2.2, 2.0, 0.9)
     assert math.log(2.0 / lo) == pytest.approx(math.hypot(math.log(2.0 / 1.9), 2 * k))
     assert math.log(hi / 2.0) == pytest.approx(math.hypot(math.log(2.2 / 2.0), 2 * k))
     # Inside the fitted range the bootstrap interval is kept.
     assert error.widen(2.0, 1.9, 2.2, -0.5, 0.9) == pytest.approx((1.9, 2.2))
+    with pytest.raises(ValueError, match="older version"):
+        FormError.from_dict({"scores": [[0.1], [], [], []]})
 
 
-def test_scores_are_the_form_error_each_forecast_needed() -> None:
-    # A forecast 2 decades out, 10% too high, whose bootstrap covered ±4% (log).
-    fe = FormError.from_forecasts([math.log(1 / 1.1)], [0.04], [2.0])
-    (score,) = fe.scores[distance_bin_of(2.0)]
-    assert score == pytest.approx(math.sqrt(math.log(1.1) ** 2 - 0.04**2) / 2, abs=1e-6)
-    lo, _ = fe.widen(1.1, 1.1 * math.exp(-0.04), 1.2, 2.0, 0.9)
+def test_scores_are_the_form_error_each_ladder_needed() -> None:
+    # Ladder a: a forecast 2 decades out, 10% too high, whose bootstrap covered ±4% (log), and
+    # a closer one that needed less. Ladder b: covered by its bootstrap alone.
+    errors = [math.log(1 / 1.1), math.log(1 / 1.01), 0.01]
+    fe = FormError.from_forecasts(errors, [0.04, 0.04, 0.04], [2.0, 1.0, 1.0], ["a", "a", "b"])
+    assert fe.scores == pytest.approx((0.0, math.sqrt(math.log(1.1) ** 2 - 0.04**2) / 2), abs=1e-6)
+    lo, _ = FormError(fe.scores[1:]).widen(1.1, 1.1 * math.exp(-0.04), 1.2, 2.0, 0.9)
     assert lo == pytest.approx(1.0, rel=1e-5)  # exactly covered
-
-
-def distance_bin_of(decades: float) -> int:
-    from scalelab.analysis.calibration import distance_bin
-
-    return distance_bin(decades)
+    assert FormError.from_dict(fe.to_dict()) == fe
 
 
 def records(seed: int = 0) -> pd.DataFrame:
@@ -184,4 +181,4 @@ def test_the_stored_rule_names_known_forms_and_the_command_that_wrote_it() -> No
     assert "auto" in payload["form_error"]
     assert len(payload["ladders"]) >= 8
     auto = FormError.from_dict(payload["form_error"]["auto"])
-    assert all(list(s) == sorted(s) for s in auto.scores)
+    assert list(auto.scores) == sorted(auto.scores) and len(auto.scores) >= 8  # one per ladder

@@ -203,7 +203,9 @@ def form_error(records: pd.DataFrame, forms: np.ndarray, level: str = "90") -> F
     errors = _pick_errors(records, forms)
     ok = np.isfinite(errors)
     halves = side_half_widths(records[ok], forms[ok], level)
-    return FormError.from_forecasts(-errors[ok], halves, records["decades"].to_numpy()[ok])
+    return FormError.from_forecasts(
+        -errors[ok], halves, records["decades"].to_numpy()[ok], records["ladder"].to_numpy()[ok]
+    )
 
 
 def calibrate_out_of_ladder(
