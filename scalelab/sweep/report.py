@@ -104,14 +104,23 @@ def next_steps(fit: Any, study: str, tracking_uri: str) -> list[str]:
     the commands that show the fit, the dashboard and the MLflow UI."""
     experiment = fit.experiment
     lines = [f"stored as MLflow fit run {fit.run_id} ({tracking_uri})"]
-    if fit.law.variables in (("n_params", "tokens"), ("compute",)):
-        # A planned model 100x the ladder's largest compute: the question the tool exists for.
-        planned = 100 * float(fit.data["max_compute"])
-        answer = fit.answer(compute=planned)
-        lines.append("example forecast, a compute-optimal model at 100x the largest run's C:")
+    data = fit.data
+    if fit.law.variables == ("n_params", "tokens"):
+        # A planned model 10x the ladder's largest N on 10x its largest D: 100x the compute.
+        query = {"params": 10 * data["max_n_params"], "tokens": 10 * data["max_tokens"]}
+        what = "a planned model of 10x the largest N and D"
+    elif fit.law.variables == ("compute",):
+        query = {"compute": 100 * data["max_compute"]}
+        what = "a compute-optimal model at 100x the largest run's C"
+    else:  # a law of N or D alone answers no planned model
+        query = {}
+    if query:
+        answer = fit.answer(**query)
+        flags = " ".join(f"--{k} {v:.3g}" for k, v in query.items())
+        lines.append(f"example forecast, {what}:")
         lines += answer.lines()
         lines += [f"  warning: {w}" for w in answer.warnings]
-        lines.append(f"  (scalelab predict --experiment {experiment} --compute {planned:.3g})")
+        lines.append(f"  (scalelab predict --experiment {experiment} {flags})")
     lines += [
         "next:",
         f"  scalelab predict --experiment {experiment} --params N --tokens D   # any planned size",
