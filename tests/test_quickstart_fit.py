@@ -51,5 +51,9 @@ def test_the_main_job_ends_with_a_supported_example_and_where_to_look(stored) ->
     best = pd.read_csv(RUNS)["loss"].min()
     # A model 10x larger on 10x the data ends below every run of the ladder, above zero.
     assert 0 < loss.lo < loss.value < best and not answer.unsupported
-    for command in ("scalelab predict --experiment quickstart", "scalelab dashboard", "scalelab ui"):
+    for command in (
+        "scalelab predict --experiment quickstart",
+        "scalelab dashboard",
+        "scalelab ui",
+    ):
         assert command in text
