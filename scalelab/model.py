@@ -251,8 +251,9 @@ def band_mask(context: int, window: int) -> torch.Tensor:
 class Rotary(nn.Module):
     """Rotary position embeddings (Su et al. 2021; LLaMA): channel pairs (i, i + head_dim/2) of
     queries and keys are rotated by position·base^(-2i/head_dim), so q·k depends on positions only
-    through their difference. Pairing the two halves (GPT-NeoX's layout) rather than adjacent
-    channels rotates with two contiguous slices instead of strided ones."""
+    through their difference. Pairing the two halves (GPT-NeoX's layout) rotates with contiguous
+    slices, in real arithmetic that torch.compile fuses (it generates no code for complex
+    products, LLaMA's own formulation); queries and keys are rotated in one call."""
 
     def __init__(self, head_dim: int, context: int) -> None:
         super().__init__()
@@ -263,9 +264,10 @@ class Rotary(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, n_head, T, head_dim) rotated by its positions 0..T-1."""
-        T = x.shape[-2]
-        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)  # bf16 under autocast
+        """``x`` (B, T, ..., head_dim) rotated by its positions 0..T-1 (dimension 1)."""
+        T, middle = x.shape[1], [1] * (x.dim() - 3)  # broadcast over the dimensions between
+        cos = self.cos[:T].view(T, *middle, -1).to(x.dtype)  # bf16 under autocast
+        sin = self.sin[:T].view(T, *middle, -1).to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
@@ -286,12 +288,11 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (
-            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-            for t in self.c_attn(x).split(C, dim=2)
-        )
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        q, k, v = qkv.unbind(2)
+        if self.rotary is not None:  # queries and keys rotated in one product
+            q, k = self.rotary(qkv[:, :, :2]).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         dropout_p = self.dropout if self.training else 0.0
         if self.band_mask is None:
             y = F.scaled_dot_product_attention(
