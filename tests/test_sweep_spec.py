@@ -35,10 +35,11 @@ def test_every_shipped_spec_loads(path: Path) -> None:
 def test_shipped_specs_cover_the_required_designs() -> None:
     quick = load_spec(SWEEPS / "quickstart.yaml")
     sizes = quick.resolved_sizes()
-    assert len(sizes) >= 6
+    assert len(sizes) >= 5
     assert max(s.n_params for s in sizes) / min(s.n_params for s in sizes) >= 30
-    # A Chinchilla fit needs D to vary independently of N.
-    assert len({c.tokens for c in quick.cells()}) >= 2
+    # A Chinchilla fit needs D to vary independently of N, over at least three budgets: with
+    # two, B and beta could not be told from E (tests/test_quickstart_fit.py).
+    assert len({c.tokens for c in quick.cells()}) >= 3
 
     iso = load_spec(SWEEPS / "isoflop.yaml")
     assert iso.budgets.kind == "compute"
