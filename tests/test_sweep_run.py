@@ -61,11 +61,18 @@ def cli(args: list[str], workspace: Workspace, **kwargs: object) -> subprocess.P
 def cell_trials(url: str, sweep: str) -> dict[str, list]:
     """Every cell study of ``sweep`` and its trials, read straight from the storage."""
     storage = open_storage(url)
-    out = {}
-    for study in storage.get_all_studies():
-        if study.study_name.startswith(f"{sweep}/"):
-            out[study.study_name] = storage.get_all_trials(study._study_id)
-    return out
+    try:
+        return {
+            study.study_name: storage.get_all_trials(study._study_id)
+            for study in storage.get_all_studies()
+            if study.study_name.startswith(f"{sweep}/")
+        }
+    finally:
+        # Polled every 0.3 s: an RDB storage left open keeps its connection pool, and
+        # PostgreSQL refuses clients past max_connections ("too many clients already").
+        engine = getattr(storage, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
 
 def child_runs(tracking_uri: str, experiment: str):
