@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, get_args
 
@@ -516,6 +517,56 @@ def rule_head_dim(d_model: int) -> int:
     return 8 if d_model < 64 else 16 if d_model < 256 else 32
 
 
+def _rule_width(i: int) -> int:
+    """The ``i``-th width (from 0, ascending) that is a multiple of its ``rule_head_dim``: every
+    multiple of 8 below 64, of 16 below 256, then of 32."""
+    if i < 7:
+        return 8 * (i + 1)
+    if i < 19:
+        return 64 + 16 * (i - 7)
+    return 256 + 32 * (i - 19)
+
+
+def _first(lo: int, hi: int, holds: Callable[[int], bool]) -> int:
+    """The first index in [lo, hi) where ``holds``, false then true, is true (hi if none)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if holds(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _depth_candidates(
+    n_layer: int, lo: int, count: Callable[[int, int], int], n_params: float
+) -> list[tuple[int, int]]:
+    """The shapes of depth ``n_layer`` that ``config_for_params`` could choose, ascending.
+
+    Its widths are ``_rule_width(i)`` for i from ``lo`` (the aspect band's narrowest) to the
+    first whose N passes twice the target, or the band's widest. N grows with width, so the
+    widths within tolerance are a run of them, the one closest to the rule's aspect ratio in
+    that run is one of the two beside 32·n_layer, and the one closest to the target one of the
+    two beside it: found by bisection, not by counting every width (minutes at 1e12).
+    """
+    widest = int(ASPECT_RATIO * ASPECT_BAND * n_layer)
+    stop = _first(lo, 1 << 62, lambda i: _rule_width(i) > widest)
+    end = min(stop, _first(lo, stop, lambda i: count(n_layer, _rule_width(i)) > 2 * n_params) + 1)
+
+    def error(i: int) -> float:
+        return math.log(count(n_layer, _rule_width(i)) / n_params)
+
+    tolerance = math.log1p(SHAPE_TOLERANCE)
+    close_lo = _first(lo, end, lambda i: error(i) >= -tolerance)
+    close_end = _first(close_lo, end, lambda i: error(i) > tolerance)
+    on_rule = _first(close_lo, close_end, lambda i: _rule_width(i) >= ASPECT_RATIO * n_layer)
+    above = _first(lo, end, lambda i: error(i) >= 0)
+    picks = {lo, end - 1, above - 1, above}
+    if close_lo < close_end:
+        picks |= {close_lo, close_end - 1, max(close_lo, on_rule - 1), min(close_end - 1, on_rule)}
+    return [(n_layer, _rule_width(i)) for i in sorted(picks) if lo <= i < end]
+
+
 def config_for_params(n_params: float, **overrides: Any) -> GPTConfig:
     """The config on the size rule whose non-embedding count best matches ``n_params``.
 
@@ -547,21 +598,17 @@ def config_for_params(n_params: float, **overrides: Any) -> GPTConfig:
     def log_aspect(shape: tuple[int, int]) -> float:
         return abs(math.log(shape[1] / shape[0] / ASPECT_RATIO))
 
-    # N grows with both depth and width, so stop each scan once N passes twice the target.
+    # Each depth's candidates are the widths on the rule's grid (``_rule_width``) from the
+    # aspect band's narrowest up to the first whose N passes twice the target (or the band's
+    # widest); stop once even the narrowest passes it. Only a few of them can win
+    # (``_depth_candidates``), so those few are kept.
     shapes: list[tuple[int, int]] = []
     n_layer = 1
     while True:
-        widths = [
-            d
-            for d in range(8, int(ASPECT_RATIO * ASPECT_BAND * n_layer) + 1, 8)
-            if d * ASPECT_BAND >= ASPECT_RATIO * n_layer and d % rule_head_dim(d) == 0
-        ]
-        if shapes and count(n_layer, widths[0]) > 2 * n_params:
+        lo = _first(0, 1 << 62, lambda i: _rule_width(i) * ASPECT_BAND >= ASPECT_RATIO * n_layer)  # noqa: B023
+        if shapes and count(n_layer, _rule_width(lo)) > 2 * n_params:
             break
-        for d in widths:
-            shapes.append((n_layer, d))
-            if count(n_layer, d) > 2 * n_params:
-                break
+        shapes += _depth_candidates(n_layer, lo, count, n_params)
         n_layer += 1
     close = [s for s in shapes if log_error(s) <= math.log1p(SHAPE_TOLERANCE)]
     if close:

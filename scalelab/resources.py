@@ -201,3 +201,16 @@ def set_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def share_cores_among_processes(devices: int | str, accelerator: str) -> None:
+    """Torch threads for a run of ``devices`` CPU processes on this machine (DDP on CPU): each
+    takes its share of the cores (``pick_threads``), set here and in ``OMP_NUM_THREADS`` so the
+    processes Lightning starts inherit it. Without this each process took every core the
+    environment gave it (Lightning keeps an ``OMP_NUM_THREADS`` that is already set), and two
+    processes of two threads on two cores spin-waited on each other for most of their time."""
+    if not isinstance(devices, int) or devices < 2 or uses_gpu(accelerator):
+        return
+    threads, _ = pick_threads(devices)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    set_torch_threads(threads)

@@ -13,7 +13,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from scalelab.resources import check_resources
+from scalelab.resources import check_resources, share_cores_among_processes
 from scalelab.training.config import (
     RepeatedDataError,
     TrainConfig,
@@ -110,6 +110,7 @@ def train(
     data = prepare(cfg.corpus, cfg.tokenizer, cache_dir=workspace.cache_dir)
     model_cfg = cfg.model_cfg(data.vocab_size)
     check_resources(cfg, model_cfg)  # before the run exists: a refusal leaves nothing RUNNING
+    share_cores_among_processes(cfg.devices, cfg.accelerator)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     steps, tokens, val_every_steps = budget(cfg)
