@@ -14,8 +14,9 @@ llama/gpt2: 0.907 at L=2 d=32, 0.884 at L=2 d=64, 0.866 at L=4 d=128 and 0.943 a
 (N 3,139,840 vs 3,159,552). The 10% goal holds at d=32 and d=256 and is missed by 1.6 and
 3.4 points at d=64 and d=128, where elementwise work (RMSNorm's unfused ops, the rotation,
 SwiGLU's gate) weighs more beside the matmuls than GPT-2's fused LayerNorm and GELU; the
-ratio moved by about ±0.03 between repeated runs (0.877 to 0.920 at d=128). An earlier run under load 6-16 with 3
-rounds gave 1.066 (d=128) and 0.974 (d=256): on a busy machine only many rounds tell.
+ratio moved by about ±0.03 between repeated runs (0.877 to 0.920 at d=128). An earlier run
+under load 6-16 with 3 rounds gave 1.066 (d=128) and 0.974 (d=256): on a busy machine only
+many rounds tell.
 """
 
 from __future__ import annotations
