@@ -4,11 +4,7 @@ without an experiment uses the newest fit and says which."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +13,7 @@ from scalelab.results.fits import FitStore, fit_table
 from scalelab.results.runs import read_csv_table
 from scalelab.results.support import absurd_allocation, beaten_by_a_run, frontier
 from scalelab.workspace import Workspace
+from tests.test_query_cli import run_cli
 from tests.test_query_data import write_csv
 
 
@@ -69,26 +66,18 @@ def test_answers_are_checked_against_the_fitted_runs(stored) -> None:
     assert any(line.startswith("  NOT SUPPORTED") for line in answer.lines())
 
 
-def run_cli(args: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SCALELAB_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "scalelab", *args], capture_output=True, text=True, env=env
-    )
-
-
 def test_predict_prints_the_fits_warnings_and_uses_the_newest_fit(stored, tmp_path) -> None:
     ws = Workspace(tmp_path)
     store = FitStore(ws)
     store.save(replace(stored, experiment="older"))
     warned = replace(stored.boot, warnings=("beta is at its upper bound 5",))
     store.save(replace(stored, experiment="newer", boot=warned))
-    done = run_cli(["predict", "--params", "1e9", "--tokens", "2e10"], tmp_path)
+    done = run_cli(["predict", "--params", "1e9", "--tokens", "2e10"], ws)
     assert done.returncode == 0, done.stderr
     assert "latest fit in the workspace: experiment 'newer'" in done.stderr
     assert "warning: fit: beta is at its upper bound 5" in done.stderr  # plain text, not only JSON
-    as_json = run_cli(["predict", "--experiment", "older", "--compute", "1e15", "--json"], tmp_path)
+    as_json = run_cli(["predict", "--experiment", "older", "--compute", "1e15", "--json"], ws)
     assert json.loads(as_json.stdout.splitlines()[-1])["warnings"] == []
-    empty = run_cli(["predict", "--compute", "1e15"], tmp_path / "nothing")
+    empty = run_cli(["predict", "--compute", "1e15"], Workspace(tmp_path / "nothing"))
     assert empty.returncode == 2 and "no fit in the workspace" in empty.stderr
     assert "Traceback" not in empty.stderr
