@@ -1,4 +1,5 @@
-"""The command line as a user meets it: real subprocesses, exit codes and messages."""
+"""The command line as a user meets it: exit codes and messages, and real processes where the
+process is the point (training, DDP, help)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,9 @@ def run_cli(
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(
-    args: list[str], needle: str, workspace: Workspace
+    args: list[str], needle: str, workspace: Workspace, scalelab_cli
 ) -> None:
-    result = run_cli(args, workspace, timeout=120)
+    result = scalelab_cli(args, workspace.root)
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
