@@ -1,6 +1,8 @@
 """Hostile and careless input: each case once failed (ran code, wrote outside, leaked, crashed).
 
-Every case runs against real files and, where the failure was in a command, a real process.
+Every case runs against real files. Commands run in this process (``scalelab_cli``) where what
+they say and exit with is the point, and as real processes where the process is: a server, a
+race, a full disk, a kill, or a launch that would start others.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _runs_csv(path: Path) -> Path:
 
 
 # ---- 1. a definition's filter is data, never Python ------------------------------------------
-def test_dashboard_definition_query_cannot_run_shell_commands(tmp_path: Path) -> None:
+def test_dashboard_definition_query_cannot_run_shell_commands(tmp_path: Path, scalelab_cli) -> None:
     marker = tmp_path / "pwned.txt"
     _runs_csv(tmp_path / "runs.csv")
     (tmp_path / "dashboards").mkdir()
@@ -53,7 +55,7 @@ def test_dashboard_definition_query_cannot_run_shell_commands(tmp_path: Path) ->
         "panels": ["loss_vs_params"],
     }
     (tmp_path / "dashboards" / "evil.yaml").write_text(yaml.safe_dump(definition))
-    result = _scalelab("dashboard", "--definition", "evil", cwd=tmp_path, home=tmp_path / "ws")
+    result = scalelab_cli(["dashboard", "--definition", "evil"], tmp_path / "ws", cwd=tmp_path)
     assert not marker.exists(), "the definition's query ran a shell command"
     assert result.returncode == 2, result.stderr
     assert "query" in result.stderr and "Traceback" not in result.stderr
@@ -129,7 +131,7 @@ def test_definition_output_is_a_plain_file_name(tmp_path: Path, output: str) -> 
         load_definition(path)
 
 
-def test_dashboard_cli_never_writes_outside_the_workspace(tmp_path: Path) -> None:
+def test_dashboard_cli_never_writes_outside_the_workspace(tmp_path: Path, scalelab_cli) -> None:
     _runs_csv(tmp_path / "runs.csv")
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
@@ -140,7 +142,7 @@ def test_dashboard_cli_never_writes_outside_the_workspace(tmp_path: Path) -> Non
         "output": "../../../escaped.html",
     }
     (deep / "d.yaml").write_text(yaml.safe_dump(definition))
-    result = _scalelab("dashboard", "--definition", "d.yaml", cwd=deep, home=deep / "ws")
+    result = scalelab_cli(["dashboard", "--definition", "d.yaml"], deep / "ws", cwd=deep)
     assert result.returncode == 2, result.stderr
     assert "output" in result.stderr
     assert not list(tmp_path.rglob("escaped.html"))
@@ -299,21 +301,23 @@ def _fill_disk(path: Path, safe: bool) -> int:
     return int(result.stdout.split()[-1])
 
 
-def test_a_torn_journal_is_refused_by_name_and_repaired_by_a_command(tmp_path: Path) -> None:
+def test_a_torn_journal_is_refused_by_name_and_repaired_by_a_command(
+    tmp_path: Path, scalelab_cli
+) -> None:
     from scalelab.sweep.storage import open_storage
 
     journal = tmp_path / "optuna-journal.log"
     sound_size = _fill_disk(journal, safe=False)  # Optuna's own backend: leaves a torn tail
     assert journal.stat().st_size == sound_size + 40
     url = f"journal:{journal}"
-    status = _scalelab("sweep", "status", "s", "--storage", url, cwd=tmp_path, home=tmp_path)
+    status = scalelab_cli(["sweep", "status", "s", "--storage", url], tmp_path, cwd=tmp_path)
     assert status.returncode == 2
     assert status.stderr.count("\n") == 1 and "Traceback" not in status.stderr
     assert f"journal {journal} is torn at line" in status.stderr
     assert f"scalelab sweep repair {journal}" in status.stderr
     assert journal.stat().st_size == sound_size + 40  # nothing appended onto the tear
 
-    repair = _scalelab("sweep", "repair", str(journal), cwd=tmp_path, home=tmp_path)
+    repair = scalelab_cli(["sweep", "repair", str(journal)], tmp_path, cwd=tmp_path)
     assert repair.returncode == 0, repair.stderr
     assert "kept" in repair.stdout
     assert journal.stat().st_size == sound_size
@@ -321,7 +325,7 @@ def test_a_torn_journal_is_refused_by_name_and_repaired_by_a_command(tmp_path: P
     assert backup.stat().st_size == sound_size + 40
     storage = open_storage(url)
     assert storage.get_study_user_attrs(storage.get_study_id_from_name("s")) == {"kept": 1}
-    again = _scalelab("sweep", "repair", str(journal), cwd=tmp_path, home=tmp_path)
+    again = scalelab_cli(["sweep", "repair", str(journal)], tmp_path, cwd=tmp_path)
     assert again.returncode == 0 and "nothing to repair" in again.stdout
 
 
@@ -349,9 +353,9 @@ def test_nothing_is_appended_onto_a_torn_tail(tmp_path: Path) -> None:
     assert journal.stat().st_size == size
 
 
-def test_journal_storage_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+def test_journal_storage_that_is_a_directory_is_one_line(tmp_path: Path, scalelab_cli) -> None:
     url = f"journal:{tmp_path}"
-    status = _scalelab("sweep", "status", "s", "--storage", url, cwd=tmp_path, home=tmp_path)
+    status = scalelab_cli(["sweep", "status", "s", "--storage", url], tmp_path, cwd=tmp_path)
     assert status.returncode == 2
     assert status.stderr.strip() == f"error: journal:{tmp_path} is a directory; give a file path"
 
@@ -466,14 +470,14 @@ def test_two_sweep_runs_of_a_new_spec_make_one_parent_run(workspace, tmp_path: P
     ],
 )
 def test_unrunnable_specs_are_refused_before_the_sweep_exists(
-    workspace, tmp_path: Path, changes: dict, needle: str
+    workspace, tmp_path: Path, changes: dict, needle: str, scalelab_cli
 ) -> None:
     from test_sweep_run import write_spec
 
     spec = write_spec(tmp_path / "bad.yaml", "bad", ["n10k"], steps=4)
     data = {**yaml.safe_load(spec.read_text()), **changes}
     spec.write_text(yaml.safe_dump(data))
-    result = _scalelab("sweep", "run", str(spec), cwd=tmp_path, home=workspace.root)
+    result = scalelab_cli(["sweep", "run", str(spec)], workspace.root, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert needle in line, line
@@ -483,20 +487,24 @@ def test_unrunnable_specs_are_refused_before_the_sweep_exists(
 
 # ---- 9. training that cannot fit is refused before anything starts ------------------------------
 @pytest.mark.parametrize(
-    ("flags", "needle"),
+    ("flags", "needle", "real_process"),
     [
-        (["--params", "1e12"], "params: a 9.98e+11-parameter model needs about"),
-        (["--params", "3e4", "--devices", "99", "--accelerator", "cpu"], "devices: 99 CPU"),
-        (["--params", "3e4", "--devices", "0"], "devices: at least 1 device; got 0"),
+        (["--params", "1e12"], "params: a 9.98e+11-parameter model needs about", False),
+        # Were it let through, Lightning would relaunch this process's command on 99 CPUs.
+        (["--params", "3e4", "--devices", "99", "--accelerator", "cpu"], "devices: 99 CPU", True),
+        (["--params", "3e4", "--devices", "0"], "devices: at least 1 device; got 0", False),
     ],
 )
 def test_training_that_cannot_fit_is_refused_naming_the_number(
-    workspace, tmp_path: Path, flags: list[str], needle: str
+    workspace, tmp_path: Path, flags: list[str], needle: str, real_process: bool, scalelab_cli
 ) -> None:
     import mlflow
 
     args = ["train", *flags, "--tokens", "1e5", "--corpus", "stdlib-notests"]
-    result = _scalelab(*args, cwd=tmp_path, home=workspace.root)
+    if real_process:
+        result = _scalelab(*args, cwd=tmp_path, home=workspace.root)
+    else:
+        result = scalelab_cli(args, workspace.root, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
     assert needle in line, line
@@ -505,12 +513,12 @@ def test_training_that_cannot_fit_is_refused_naming_the_number(
 
 
 def test_a_sweep_of_a_size_that_cannot_fit_is_refused_before_it_exists(
-    workspace, tmp_path: Path
+    workspace, tmp_path: Path, scalelab_cli
 ) -> None:
     from test_sweep_run import write_spec
 
     spec = write_spec(tmp_path / "huge.yaml", "huge", [1e12], steps=4)
-    result = _scalelab("sweep", "run", str(spec), cwd=tmp_path, home=workspace.root)
+    result = scalelab_cli(["sweep", "run", str(spec)], workspace.root, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "params: a 9.98e+11-parameter model needs about" in result.stderr
     assert not (workspace.root / "optuna-journal.log").exists()
@@ -614,33 +622,26 @@ def _message_cases(tmp: Path) -> list[tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize("case", range(10))
-def test_bad_input_is_one_line_naming_what_is_wrong(tmp_path: Path, case: int) -> None:
+def test_bad_input_is_one_line_naming_what_is_wrong(
+    tmp_path: Path, case: int, scalelab_cli
+) -> None:
     args, needle = _message_cases(tmp_path)[case]
-    result = _scalelab(*args, cwd=tmp_path, home=tmp_path / "ws")
+    result = scalelab_cli(args, tmp_path / "ws", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("law ")]
     assert len(lines) == 1 and needle in lines[0], result.stderr[-3000:]
 
 
-def test_predict_far_below_the_fitted_range_warns(tmp_path: Path) -> None:
+def test_predict_far_below_the_fitted_range_warns(tmp_path: Path, scalelab_cli) -> None:
     runs = tmp_path / "runs.csv"
     grid = [(n, d) for n in (1e6, 3e6, 1e7, 3e7) for d in (2e7, 1e8, 5e8)]
     losses = [1.7 + 400 / n**0.34 + 410 / d**0.28 for n, d in grid]
     pd.DataFrame(
         {"n_params": [n for n, _ in grid], "tokens": [d for _, d in grid], "loss": losses}
     ).to_csv(runs, index=False)
-    result = _scalelab(
-        "predict",
-        "--csv",
-        str(runs),
-        "--law",
-        "chinchilla",
-        "--params",
-        "1e-300",
-        "--tokens",
-        "1e9",
-        cwd=tmp_path,
-        home=tmp_path / "ws",
+    args = ["predict", "--csv", str(runs), "--law", "chinchilla"]
+    result = scalelab_cli(
+        [*args, "--params", "1e-300", "--tokens", "1e9"], tmp_path / "ws", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert "below the smallest fitted" in result.stderr
