@@ -15,7 +15,12 @@ import pytest
 from scalelab.workspace import Workspace
 
 SCALELAB = [sys.executable, "-m", "scalelab"]
-TINY = ["--corpus", "stdlib-notests", "--context", "64", "--batch-size", "8"]
+# Validated once, at the end: ten validations of the default 65k tokens would cost several
+# times the training itself, and the final loss is the same.
+TINY = [
+    *("--corpus", "stdlib-notests", "--context", "64", "--batch-size", "8"),
+    *("--val-every", "1e6"),
+]
 
 
 def run_cli(
