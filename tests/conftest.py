@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -57,32 +55,9 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-ScalelabCli = Callable[..., subprocess.CompletedProcess]
-
-
 @pytest.fixture
-def scalelab_cli() -> ScalelabCli:
-    """``scalelab ARGS`` run in this process by typer's runner, for tests of what a command
-    says and exits with: a fresh interpreter costs seconds of imports per call.
+def scalelab_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """:func:`in_process.scalelab`: ``run(args, home, cwd=None)``, a command run in this process."""
+    from in_process import scalelab
 
-    ``run(args, home, cwd=None)`` returns a completed process. An exception that escapes the
-    command ends as in a real process: exit 1 and its traceback on stderr, so checks for exit 2
-    and for "Traceback" keep their meaning. Tests of the process itself (signals, imports,
-    banners, races) start real ones.
-    """
-    from typer.testing import CliRunner
-
-    from scalelab.cli import app
-
-    def run(args: list[str], home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        env = {"SCALELAB_HOME": str(home), "MLFLOW_TRACKING_URI": None, "SCALELAB_VERBOSE": None}
-        with contextlib.chdir(cwd or Path.cwd()):
-            result = CliRunner().invoke(app, args, env=env)
-        stderr = result.stderr
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            stderr += "".join(traceback.format_exception(result.exception))
-        return subprocess.CompletedProcess(
-            ["scalelab", *args], result.exit_code, result.stdout, stderr
-        )
-
-    return run
+    return scalelab

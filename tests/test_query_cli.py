@@ -1,4 +1,6 @@
-"""``scalelab fit|predict|backtest|ui`` as a user runs them: real subprocesses and exit codes."""
+"""``scalelab fit|predict|backtest|ui`` as a user runs them: output and exit codes, in this
+process (:mod:`in_process`), and in real processes where the process is the point (its exit,
+its imports, a server)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from in_process import scalelab
 from test_query_data import KNOWN, make_experiment, shared_sweep, synthetic_runs, write_csv
 
 from scalelab.workspace import Workspace
@@ -22,7 +25,15 @@ SCALELAB = [sys.executable, "-m", "scalelab"]
 HEAVY = ("torch", "lightning", "mlflow")
 
 
-def run_cli(args: list[str], ws: Workspace, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], ws: Workspace) -> subprocess.CompletedProcess:
+    """``scalelab ARGS`` on workspace ``ws``, in this process."""
+    return scalelab(args, ws.root)
+
+
+def run_process(
+    args: list[str], ws: Workspace, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``scalelab ARGS`` on workspace ``ws``, in a process of its own."""
     env = {**os.environ, "SCALELAB_HOME": str(ws.root)}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
@@ -224,7 +235,7 @@ def test_predict_bad_arguments_exit_2_in_a_real_process(fitted) -> None:
         (["--params", "-7e9", "--tokens", "1e12"], "--params must be positive"),
         (["--compute", "1e24", "--params", "7e9"], "give --compute alone"),
     ):
-        result = run_cli(["predict", "--experiment", "syn", *args], ws)
+        result = run_process(["predict", "--experiment", "syn", *args], ws)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -411,7 +422,8 @@ def test_ui_refuses_a_port_in_use(workspace: Workspace) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        result = run_cli(["ui", "--port", str(port)], workspace)
+        # A real process: were the port not checked, the server would start and not return.
+        result = run_process(["ui", "--port", str(port)], workspace)
     assert result.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in result.stderr
 
 

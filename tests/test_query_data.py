@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from in_process import scalelab
 
 from scalelab.analysis import Chinchilla
 from scalelab.results.fits import EXTRAPOLATION_WARN, FitStore, StoredFit, fit_table
@@ -152,17 +150,8 @@ def shared_sweep(factory: pytest.TempPathFactory) -> Sweep:
         ids = make_experiment(ws)
         storage = f"sqlite:///{root / 'optuna.db'}"
         make_study(storage)
-        env = {**os.environ, "SCALELAB_HOME": str(ws.root)}
-        env.pop("MLFLOW_TRACKING_URI", None)
         args = ["fit", "--experiment", "syn", "--law", "chinchilla", "--resamples", "8"]
-        args += ["--jobs", "1", "--json"]
-        done = subprocess.run(
-            [sys.executable, "-m", "scalelab", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+        done = scalelab([*args, "--jobs", "1", "--json"], ws.root)
         assert done.returncode == 0, done.stderr
         run_id = json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
         _SWEEP.append(Sweep(ws, storage, ids, run_id))
