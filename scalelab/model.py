@@ -567,7 +567,9 @@ def _depth_candidates(
     return [(n_layer, _rule_width(i)) for i in sorted(picks) if lo <= i < end]
 
 
-def config_for_params(n_params: float, **overrides: Any) -> GPTConfig:
+def config_for_params(
+    n_params: float, *, depth: int | None = None, heads: int | None = None, **overrides: Any
+) -> GPTConfig:
     """The config on the size rule whose non-embedding count best matches ``n_params``.
 
     Candidates are every depth n_layer >= 1 and width d_model (a multiple of
@@ -579,6 +581,11 @@ def config_for_params(n_params: float, **overrides: Any) -> GPTConfig:
     are far apart; above 5e4 it is within 10%. ``overrides`` sets the other fields (variant,
     context, vocab_size, bias...); the count depends on ``variant`` and ``bias``, so the search
     uses them.
+
+    ``depth`` set: a fixed-depth family instead, every size ``depth`` layers deep and only the
+    width chosen (the one whose N is closest to the target in log space), so a ladder of tiny
+    models and a target 1000x larger share one shape family. Widths are multiples of
+    2·``heads`` with ``heads`` heads, or of the rule's head dimension with ``heads`` unset.
     """
     if isinstance(n_params, bool) or not isinstance(n_params, numbers.Real):
         raise ValueError(f"n_params must be a positive number, got {n_params!r}")
@@ -588,6 +595,8 @@ def config_for_params(n_params: float, **overrides: Any) -> GPTConfig:
     if shape_keys:
         raise ValueError(f"config_for_params chooses {shape_keys} itself; do not override them")
     base = GPTConfig(**overrides)
+    if depth is not None or heads is not None:
+        return _fixed_depth_config(base, n_params, depth, heads)
 
     def count(n_layer: int, d_model: int) -> int:
         return _nonembedding_params(base.variant, n_layer, d_model, base.bias)
@@ -616,6 +625,32 @@ def config_for_params(n_params: float, **overrides: Any) -> GPTConfig:
     else:
         n_layer, d_model = min(shapes, key=log_error)
     return replace(base, n_layer=n_layer, d_model=d_model, n_head=d_model // rule_head_dim(d_model))
+
+
+def _fixed_depth_config(
+    base: GPTConfig, n_params: float, depth: int | None, heads: int | None
+) -> GPTConfig:
+    """The width of a ``depth``-layer model whose N is closest to ``n_params`` (see
+    ``config_for_params``)."""
+    if depth is None or depth < 1 or (heads is not None and heads < 1):
+        raise ValueError(
+            f"a fixed-depth family needs depth >= 1 (and heads >= 1 if given); got depth={depth}, "
+            f"heads={heads}"
+        )
+
+    def width(i: int) -> int:
+        return 2 * heads * (i + 1) if heads is not None else _rule_width(i)
+
+    def count(i: int) -> int:
+        return _nonembedding_params(base.variant, depth, width(i), base.bias)
+
+    first = _first(0, 1 << 62, lambda i: width(i) >= 4)  # two dimensions a head at least
+    above = _first(first, 1 << 62, lambda i: count(i) >= n_params)
+    picks = [i for i in (above - 1, above) if i >= first]
+    i = min(picks, key=lambda i: abs(math.log(count(i) / n_params)))
+    d_model = width(i)
+    n_head = heads if heads is not None else d_model // rule_head_dim(d_model)
+    return replace(base, n_layer=depth, d_model=d_model, n_head=n_head)
 
 
 # Named sizes, half a decade apart: each is ``config_for_params(nominal)`` (a test keeps them in

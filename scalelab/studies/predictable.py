@@ -148,7 +148,7 @@ def _extension_spec(spec: SweepSpec, index: int, cells: pd.DataFrame) -> dict | 
         group = cells[cells["budget"] == budget]
         edge = group["n_params"].min() if side == "low" else group["n_params"].max()
         wanted = edge / GROWTH if side == "low" else edge * GROWTH
-        shape = config_for_params(wanted, variant=spec.variant)
+        shape = config_for_params(wanted, variant=spec.variant, **spec.shape_family())
         if shape.n_params in set(group["n_params"]):
             continue  # already tried here: the smallest shape cannot shrink further
         sizes.add(float(f"{wanted:.2g}"))
@@ -231,7 +231,9 @@ def plan_target(spec: SweepSpec, rules: Rules, compute_full: float) -> Plan:
     from scalelab.sweep.spec import Size
 
     def tokens_per_param(n: float) -> tuple[float, Any]:
-        model = config_for_params(n, variant=spec.variant, context=spec.context, vocab_size=256)
+        model = config_for_params(
+            n, variant=spec.variant, context=spec.context, vocab_size=256, **spec.shape_family()
+        )
         size = Size(None, n, model.n_params, (model.n_layer, model.n_head, model.d_model))
         per_token = spec.flops_per_token(size)
         return compute_full / per_token / model.n_params, (model, per_token)

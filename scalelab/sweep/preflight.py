@@ -31,7 +31,8 @@ def _corners(spec: SweepSpec, cell: Cell) -> list[dict[str, Any]]:
         if isinstance(value, Range):
             values.append([value.low, value.high])
         elif isinstance(value, WidthRule):
-            values.append([value.lr(cell.d_model)])
+            lrs = value.lrs(cell.d_model)
+            values.append([min(lrs), max(lrs)])
         else:
             values.append(list(value) if isinstance(value, list) else [value])
     return [dict(zip(SEARCHED, combo, strict=True)) for combo in itertools.product(*values)]

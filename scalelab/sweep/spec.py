@@ -111,9 +111,24 @@ class WidthRule(_Strict):
 
     scale: float = Field(gt=0)
     power: float = Field(1.0, ge=0, le=2)
+    multipliers: list[float] = Field(
+        [1.0], min_length=1, description="choices around the rule, e.g. [0.5, 1, 2]"
+    )
+
+    @field_validator("multipliers")
+    @classmethod
+    def _multipliers_positive(cls, value: list[float]) -> list[float]:
+        _positive(value, "lr multipliers")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lr multipliers list a value twice: {value}")
+        return value
 
     def lr(self, d_model: int) -> float:
         return self.scale / d_model**self.power
+
+    def lrs(self, d_model: int) -> list[float]:
+        """The rule's learning rate at ``d_model`` times each multiplier."""
+        return [m * self.lr(d_model) for m in self.multipliers]
 
 
 def _is_number(value: Any) -> bool:
@@ -133,7 +148,11 @@ def _is_number(value: Any) -> bool:
 def _float_param(value: Any, what: str, width_rule: bool = False) -> Any:
     """A number (fixed), a list of numbers (choices), {low, high[, log]} (a range) or, for
     the learning rate, {scale[, power]} (a width rule)."""
-    rule = " or {scale: ..., power: 1} (lr = scale / d_model^power)" if width_rule else ""
+    rule = (
+        " or {scale: ..., power: 1[, multipliers: [0.5, 1, 2]]} (lr = scale / d_model^power)"
+        if width_rule
+        else ""
+    )
     allowed = (
         f"give {what} as a number (fixed), a list of numbers (choices), "
         f"{{low: ..., high: ...}} (a range, log-uniform unless log: false){rule}"
@@ -242,7 +261,7 @@ class SearchSpec(_Strict):
         return self
 
     def grid_size(self) -> int:
-        size = 1
+        size = len(self.lr.multipliers) if isinstance(self.lr, WidthRule) else 1
         for name in ("lr", "warmup", "batch_size"):
             value = getattr(self, name)
             size *= len(value) if isinstance(value, list) else 1
@@ -331,6 +350,12 @@ class Budgets(_Strict):
         "included, times D)",
     )
 
+    tokens_per_param_range: Range | None = Field(
+        None,
+        description="with compute: keep only the cells whose D / N is within {low, high}, so "
+        "each budget trains the sizes around its optimum",
+    )
+
     @field_validator("compute", "tokens", "tokens_per_param", "steps")
     @classmethod
     def _values(cls, value: list[Any] | None, info: Any) -> list[Any] | None:
@@ -350,6 +375,14 @@ class Budgets(_Strict):
             raise ValueError(
                 "give exactly one budget axis: compute (FLOPs), tokens, or tokens_per_param, "
                 "or steps for an RLHF stage" + (f"; got {', '.join(given)}" if given else "")
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _range_with_compute(self) -> Budgets:
+        if self.tokens_per_param_range is not None and not self.compute:
+            raise ValueError(
+                "tokens_per_param_range picks sizes per compute budget; give budgets as compute"
             )
         return self
 
@@ -542,13 +575,23 @@ class SweepSpec(_Strict):
                 of = "" if stage == "pretrain" else f" for stage {stage}"
                 raise ValueError(f"unknown key {key!r}{of}; allowed keys: {', '.join(allowed)}")
         try:
-            config(preset="n10k", **value)
+            config(n_params_target=1e4, **value)
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
             msg = first["msg"].removeprefix("Value error, ")  # a check across fields: no loc
             raise ValueError(f"{field}: {msg}" if field else msg) from None
         return value
+
+    @model_validator(mode="after")
+    def _family_sizes_are_counts(self) -> SweepSpec:
+        presets = [s for s in self.sizes if isinstance(s, str)]
+        if self.shape_family() and presets:
+            raise ValueError(
+                f"sizes: {', '.join(presets)} are presets with their own shapes; with "
+                "train.depth give sizes as parameter counts (e.g. 3e4)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _budget_fits_stage(self) -> SweepSpec:
@@ -627,6 +670,10 @@ class SweepSpec(_Strict):
         """Tokens of the largest searched batch; budgets are whole multiples of every batch."""
         return math.lcm(*self.search.batch_sizes()) * self.context
 
+    def shape_family(self) -> dict[str, int]:
+        """``depth`` (and ``heads``) from ``train:``: every size a model of that depth."""
+        return {k: self.train[k] for k in ("depth", "heads") if self.train.get(k) is not None}
+
     def resolved_sizes(self) -> list[Size]:
         """Each size with its exact N and shape; two sizes building one model are refused."""
         from scalelab.model import GPTConfig, config_for_params
@@ -644,7 +691,7 @@ class SweepSpec(_Strict):
             elif preset is not None:
                 cfg = GPTConfig.from_name(preset, variant=self.variant)
             else:
-                cfg = config_for_params(target, variant=self.variant)
+                cfg = config_for_params(target, variant=self.variant, **self.shape_family())
             size = Size(preset, target, cfg.n_params, (cfg.n_layer, cfg.n_head, cfg.d_model))
             if size.shape in seen:
                 raise ValueError(
@@ -709,6 +756,9 @@ class SweepSpec(_Strict):
                 else:
                     wanted, label = value * size.n_params, f"r{_short(value)}"
                 tokens = int(wanted // step) * step
+                window = self.budgets.tokens_per_param_range
+                if window is not None and not window.low <= wanted / size.n_params <= window.high:
+                    continue
                 if tokens < step:
                     raise ValueError(
                         f"budget {label} gives {size.label} (N={size.n_params:,}) "
@@ -740,6 +790,13 @@ class SweepSpec(_Strict):
                             ),
                         )
                     )
+        window = self.budgets.tokens_per_param_range
+        empty = {_short(v) for v in self.budgets.values} - {c.budget[1:] for _, c in cells}
+        if window is not None and empty:
+            raise ValueError(
+                f"budgets C{', C'.join(sorted(empty))} keep no size within tokens_per_param_range "
+                f"[{window.low:g}, {window.high:g}]; add sizes or widen the range"
+            )
         cells.sort(key=lambda item: (item[0], item[1].n_params, item[1].seed))
         return self._tuned_at_base([cell for _, cell in cells])
 
@@ -761,6 +818,8 @@ class SweepSpec(_Strict):
         trials extend every cell.
         """
         search = self.search.model_dump(mode="json", exclude={"trials", "lr_tuning"})
+        if isinstance(search["lr"], dict) and search["lr"].get("multipliers") == [1.0]:
+            del search["lr"]["multipliers"]  # sweeps stored before multipliers keep their hash
         # Pretraining sweeps stored before stages (or μP) existed keep their identity.
         stage = {} if self.stage == "pretrain" else {"stage": self.stage}
         if self.parametrization == "mup":

@@ -146,7 +146,7 @@ def choices(spec: SweepSpec, cell: Cell, name: str) -> list[Any]:
         return [cell.fixed_params[name]]
     value = getattr(spec.search, name)
     if isinstance(value, WidthRule):
-        return [value.lr(cell.d_model)]
+        return value.lrs(cell.d_model)
     return list(value) if isinstance(value, list) else [value]
 
 

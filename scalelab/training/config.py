@@ -38,6 +38,10 @@ class TrainConfig(BaseModel):
     # Model: a preset name, or a target non-embedding parameter count on the preset width rule.
     preset: str | None = None
     n_params_target: float | None = Field(None, gt=0)
+    depth: int | None = Field(
+        None, ge=1, description="with n_params_target: a fixed-depth family, only width varies"
+    )
+    heads: int | None = Field(None, ge=1, description="with depth: attention heads of every size")
     variant: Variant = "gpt2"
     context: int = Field(256, ge=8, le=8192)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -101,6 +105,10 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 "give exactly one of preset (e.g. 'n1m') or n_params_target (e.g. 3e5)"
             )
+        if self.heads is not None and self.depth is None:
+            raise ValueError("heads: set depth too (heads fixes a fixed-depth family's heads)")
+        if self.depth is not None and self.preset is not None:
+            raise ValueError("depth: a preset has its own depth; give n_params_target instead")
         return self
 
     @model_validator(mode="after")
@@ -126,7 +134,7 @@ class TrainConfig(BaseModel):
         )
         if self.preset is not None:
             return GPTConfig.from_name(self.preset, **shape)
-        return config_for_params(self.n_params_target, **shape)
+        return config_for_params(self.n_params_target, depth=self.depth, heads=self.heads, **shape)
 
 
 @dataclass(frozen=True)
