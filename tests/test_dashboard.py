@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from in_process import scalelab
 from plotly.offline import get_plotlyjs
 from pydantic import ValidationError
 from test_query_data import KNOWN, Sweep, make_study, shared_sweep, write_csv
@@ -180,14 +178,7 @@ def test_definition_csv_paths_are_relative_to_the_file(tmp_path: Path) -> None:
 
 def test_dashboard_cli_rejects_a_bad_definition_in_one_line(tmp_path, workspace) -> None:
     path = _write(tmp_path, {"title": "t", "sources": [{"csv": "r.csv"}], "colour": "red"})
-    env = {**os.environ, "SCALELAB_HOME": str(workspace.root)}
-    result = subprocess.run(
-        [sys.executable, "-m", "scalelab", "dashboard", "--definition", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    result = scalelab(["dashboard", "--definition", str(path)], workspace.root)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: colour: Extra inputs are not permitted"]
 
@@ -363,31 +354,9 @@ def test_dashboard_cli_writes_html_and_logs_it_on_the_fit_run(sweep: Sweep, tmp_
 
     ws, storage, run_id = sweep.ws, sweep.storage, sweep.fit_run_id
     out = tmp_path / "board.html"
-    env = {**os.environ, "SCALELAB_HOME": str(ws.root)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scalelab",
-            "dashboard",
-            "--experiment",
-            "syn",
-            "--storage",
-            storage,
-            "--study",
-            "syn-study",
-            "--out",
-            str(out),
-            "--law",
-            "chinchilla",
-            "--resamples",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+    args = ["dashboard", "--experiment", "syn", "--storage", storage, "--study", "syn-study"]
+    result = scalelab(
+        [*args, "--out", str(out), "--law", "chinchilla", "--resamples", "4"], ws.root
     )
     assert result.returncode == 0, result.stderr
     assert f"dashboard: {out} (11 panels" in result.stdout
