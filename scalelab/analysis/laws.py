@@ -663,8 +663,61 @@ class OddsLaw(Law):
         return np.array(list(itertools.product(log_l0, c0, alpha)))
 
 
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class SigmoidLaw(Law):
+    """P(C) = 1 / (1 + (C/C0)^-alpha): a pass rate that rises as a logistic in log compute,
+    from 0 to 1, half way at C0 (the form used for emergent abilities, e.g. Wei et al. 2022).
+
+    Fitted, like every law, on the log of the value (``loss`` holds the pass rate), so pass
+    rates must be positive: give a floor to rates of 0 (``scalelab.analysis.capability``).
+    """
+
+    name: ClassVar[str] = "pass_sigmoid"
+    irreducible: bool = False
+    C0: float = math.nan
+    alpha: float = math.nan
+
+    def __post_init__(self) -> None:
+        if self.irreducible:
+            raise ValueError("a pass-rate sigmoid has no irreducible term")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return ("compute",)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return ("C0", "alpha")
+
+    @property
+    def log_params(self) -> frozenset[str]:
+        return frozenset({"C0"})
+
+    def formula(self) -> str:
+        return "1 / (1 + (C/{C0})^-{alpha})"
+
+    def log_model(self, theta, z, jac=False):
+        theta = np.asarray(theta, dtype=float)
+        c0, alpha = (theta[..., i, None] for i in range(2))
+        x = alpha * (z[0] - c0)
+        out = -np.logaddexp(0.0, -x)  # log σ(x)
+        if not jac:
+            return out
+        rest = 0.5 * (1.0 - np.tanh(0.5 * x))  # 1 − σ(x), without overflow
+        return out, np.stack([-alpha * rest, (z[0] - c0) * rest])
+
+    def theta_bounds(self):
+        return [(0.0, 120.0), (1e-3, 10.0)]
+
+    def theta_grid(self):
+        c0 = np.arange(5.0, 90.0, 5.0)
+        alpha = np.array([0.05, 0.1, 0.2, 0.5, 1.0, 2.0])
+        return np.array(list(itertools.product(c0, alpha)))
+
+
 LAWS: dict[str, type[Law]] = {
-    cls.name: cls for cls in (PowerLaw, Chinchilla, KaplanJoint, PlateauLaw, OddsLaw)
+    cls.name: cls for cls in (PowerLaw, Chinchilla, KaplanJoint, PlateauLaw, OddsLaw, SigmoidLaw)
 }
 
 
