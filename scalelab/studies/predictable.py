@@ -296,8 +296,10 @@ def log_forecast(
     curve: pd.Series,
     selection: Selection,
     fingerprint: str,
+    extra: dict[str, Any] | None = None,
 ) -> str:
-    """A finished ``kind=forecast`` run holding the prediction, made before the target."""
+    """A finished ``kind=forecast`` run holding the prediction, made before the target;
+    ``extra`` adds to its record (e.g. other laws' forecasts, logged at the same moment)."""
     from scalelab.results.forecasts import log_forecast as log_record
 
     return log_record(
@@ -324,6 +326,7 @@ def log_forecast(
             "plan": plan.__dict__,
             "curve": {str(k): v for k, v in curve.items()},
             "backtests": selection.table().to_dict("records"),
+            **(extra or {}),
         },
     )
 
@@ -356,6 +359,53 @@ def train_target(plan: Plan, spec: SweepSpec, workspace: Workspace, forecast_run
     )
 
 
+Planner = Callable[[float], tuple[Plan, Forecast, dict[str, Any]]]
+
+
+def ensure_forecast(
+    spec: SweepSpec,
+    cells: pd.DataFrame,
+    selection: Selection,
+    compute_full: float,
+    workspace: Workspace,
+    *,
+    echo: Callable = print,
+    planner: Planner | None = None,
+    fingerprint: str | None = None,
+) -> tuple[str, Plan, Forecast, pd.Series]:
+    """The forecast run of one target: logged now if this ladder has none for it, else the
+    one logged before (forecast run id, plan, forecast, predicted curve).
+
+    ``planner(compute_full)`` gives the plan, the forecast and extra record entries; by
+    default the plan of ``fit_rules`` and the ``selection``'s forecast from ``cells``.
+    """
+    from scalelab.results import forecasts
+
+    experiment = spec.experiment_name
+    fingerprint = fingerprint or _fingerprint(cells)
+    forecast_id = forecasts.find_forecast(workspace, experiment, fingerprint, compute_full)
+    if forecast_id is not None:
+        # What was logged before the target trained is the forecast, whatever the code does now.
+        plan, result, curve = _load_forecast(workspace, forecast_id)
+        echo(f"forecast for C={plan.compute_full:.3g} already logged (run {forecast_id})")
+        return forecast_id, plan, result, curve
+    if planner is None:
+        plan = plan_target(spec, fit_rules(cells), compute_full)
+        result, extra = forecast(cells, plan.row(), selection), {}
+    else:
+        plan, result, extra = planner(compute_full)
+    shape = curve_shape(frontier_curves(cells, workspace), _floor(result))
+    curve = predict_curve(result.loss, _floor(result), shape)
+    forecast_id = log_forecast(
+        workspace, experiment, compute_full, plan, result, curve, selection, fingerprint, extra
+    )
+    echo(
+        f"forecast for C={plan.compute_full:.3g} logged (run {forecast_id}): "
+        f"{result.loss:.4f} [{result.lo:.4f}, {result.hi:.4f}]"
+    )
+    return forecast_id, plan, result, curve
+
+
 def run_target(
     spec: SweepSpec,
     cells: pd.DataFrame,
@@ -364,29 +414,24 @@ def run_target(
     workspace: Workspace,
     *,
     echo: Callable = print,
+    planner: Planner | None = None,
+    fingerprint: str | None = None,
 ) -> Outcome:
-    """Forecast (or reuse the forecast of) one target, then train it (or reuse it)."""
+    """Forecast (or reuse the forecast of) one target (``ensure_forecast``), then train it
+    (or reuse it)."""
     from scalelab.results import forecasts
 
     experiment = spec.experiment_name
-    fingerprint = _fingerprint(cells)
-    forecast_id = forecasts.find_forecast(workspace, experiment, fingerprint, compute_full)
-    if forecast_id is None:
-        plan = plan_target(spec, fit_rules(cells), compute_full)
-        result = forecast(cells, plan.row(), selection)
-        shape = curve_shape(frontier_curves(cells, workspace), _floor(result))
-        curve = predict_curve(result.loss, _floor(result), shape)
-        forecast_id = log_forecast(
-            workspace, experiment, compute_full, plan, result, curve, selection, fingerprint
-        )
-        echo(
-            f"forecast for C={plan.compute_full:.3g} logged (run {forecast_id}): "
-            f"{result.loss:.4f} [{result.lo:.4f}, {result.hi:.4f}]"
-        )
-    else:
-        # What was logged before the target trained is the forecast, whatever the code does now.
-        plan, result, curve = _load_forecast(workspace, forecast_id)
-        echo(f"forecast for C={plan.compute_full:.3g} already logged (run {forecast_id})")
+    forecast_id, plan, result, curve = ensure_forecast(
+        spec,
+        cells,
+        selection,
+        compute_full,
+        workspace,
+        echo=echo,
+        planner=planner,
+        fingerprint=fingerprint,
+    )
     target_id = forecasts.find_target(workspace, experiment, forecast_id)
     if target_id is None:
         echo(
