@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from in_process import scalelab
 from optuna.trial import TrialState
 
 from scalelab.sweep.storage import open_storage
@@ -199,14 +200,7 @@ def test_two_local_workers_complete_exactly_the_requested_trials(
 
 
 def test_status_of_an_unknown_sweep_exits_2(workspace: Workspace) -> None:
-    result = subprocess.run(
-        [*SCALELAB, "sweep", "status", "nothing-here"],
-        env={**os.environ, "SCALELAB_HOME": str(workspace.root)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = scalelab(["sweep", "status", "nothing-here"], workspace.root)
     assert result.returncode == 2
     assert "no sweep named 'nothing-here'" in result.stderr
 
