@@ -144,6 +144,13 @@ def train(
     loss = float(trainer.callback_metrics["val/loss"])
     bpb = float(trainer.callback_metrics.get("val/bpb", math.nan))
     run.log_final({"loss": loss, "val_bpb": bpb, "wall_time": wall}, step=steps)
+    if cfg.evals and trainer.is_global_zero:
+        from scalelab.evals.run import evaluate
+
+        report = evaluate(module.model, cfg.evals, samples=cfg.eval_samples, seed=cfg.seed)
+        run.log_final(report.metrics, step=steps)
+        for name, table in report.tables.items():
+            run.log_table(table, f"eval-{name}.csv")
     if cfg.save_checkpoint:
         from scalelab.training import checkpoint
 

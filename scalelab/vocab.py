@@ -49,6 +49,12 @@ VARIANTS: tuple[str, ...] = get_args(Variant)
 AUTO_LAW = "auto"
 DEFAULT_LAW = AUTO_LAW
 
+# ---- capabilities -------------------------------------------------------------------------------
+# Metrics of a run's evaluation suites (``scalelab.evals``): ``pass_rate.<suite>`` is the share
+# of a suite's problems greedy decoding solves, ``pass_at_<k>.<suite>`` the mean pass@k.
+PASS_RATE = "pass_rate"
+EVAL_METRIC_PREFIXES = (f"{PASS_RATE}.", "pass_at_")
+
 # ---- compute ------------------------------------------------------------------------------------
 # Training FLOPs per parameter per token: 2 for the forward pass, 4 for the backward (Kaplan
 # et al. 2020, Sec. 2.1). Attention and the unembedding are left out: ``COMPUTE_FULL`` has them.

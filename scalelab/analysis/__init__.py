@@ -43,6 +43,12 @@ Forecasts from a ladder (``forecast``)
     that carries the law's backtest error and its rivals. :class:`PlateauLaw`
     (``E + (L0 − E)/(1 + (C/C0)^alpha)``) follows small models out of the unigram plateau.
 
+Capabilities (``capability``)
+    ``capability_runs(per_problem)`` turns per-problem pass rates into −mean log pass rate per
+    run (the GPT-4 report's form, ``gpt4_law()``); ``pass_rate_runs`` a pass-rate column for
+    :class:`SigmoidLaw`; ``forecast_pass_rate`` predicts one with an interval;
+    ``problem_curves`` flags problems whose pass rate falls as compute grows.
+
 Example::
 
     from scalelab.analysis import bootstrap, fit_law, load_runs_csv
@@ -68,6 +74,7 @@ from scalelab.analysis.laws import (
     Law,
     PlateauLaw,
     PowerLaw,
+    SigmoidLaw,
     make_law,
 )
 from scalelab.analysis.objectives import Objective
@@ -98,6 +105,7 @@ __all__ = [
     "PlateauLaw",
     "PowerLaw",
     "Prediction",
+    "SigmoidLaw",
     "backtest",
     "bon_curve",
     "bon_estimate",

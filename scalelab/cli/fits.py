@@ -323,11 +323,24 @@ def predict(
     level: Annotated[
         float | None, typer.Option(help="Interval level (default: the fit's).")
     ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="A capability, e.g. pass_rate.copy: its value at --compute from the "
+            "experiment's runs (a sigmoid in log compute, bootstrapped)."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     workspace: WorkspaceOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Predict a loss, a compute-optimal model, or the compute a loss needs, with intervals."""
+    """Predict a loss, a compute-optimal model, or the compute a loss needs, with intervals.
+
+    Example: scalelab predict --metric pass_rate.copy --compute 1e15 --experiment quickstart
+    """
+    if metric is not None:
+        _predict_metric(metric, compute, experiment, level, json_out, workspace, tracking_uri)
+        return
     with user_input():
         import math
 
@@ -372,6 +385,53 @@ def predict(
         typer.echo(f"fit: {stored.law} ({stored.experiment}, {origin}, {stored.created})")
     for warning in answer.warnings:
         _warn(warning)
+
+
+def _predict_metric(
+    metric: str,
+    compute: float | None,
+    experiment: str | None,
+    level: float | None,
+    json_out: bool,
+    workspace: Path | None,
+    tracking_uri: str | None,
+) -> None:
+    """``predict --metric``: a capability of a run of ``compute`` FLOPs, fitted afresh."""
+    with user_input():
+        from scalelab.evals.suites import SUITES
+        from scalelab.vocab import EVAL_METRIC_PREFIXES
+
+        suite = metric.partition(".")[2]
+        if not metric.startswith(EVAL_METRIC_PREFIXES) or suite not in SUITES:
+            raise UsageError(
+                f"--metric must be pass_rate.SUITE or pass_at_1.SUITE with SUITE one of "
+                f"{', '.join(sorted(SUITES))}; got {metric!r}"
+            )
+        if compute is None or not compute > 0:
+            raise UsageError("--metric needs --compute (FLOPs of the planned run, e.g. 1e15)")
+        if experiment is None:
+            raise UsageError("--metric needs --experiment (whose runs logged the metric)")
+        if level is not None and not 0 < level < 1:
+            raise UsageError(f"--level must be in (0, 1); got {level}")
+        from scalelab.analysis.capability import forecast_pass_rate
+        from scalelab.results.runs import mlflow_runs
+
+        ws = common.workspace(workspace, tracking_uri)
+        runs = mlflow_runs(experiment, ws)
+        if metric not in runs.columns or runs[metric].notna().sum() < 3:
+            raise UsageError(
+                f"--metric: fewer than 3 runs of experiment {experiment!r} logged {metric}; "
+                f"add eval: [{suite}] to the sweep's spec and run it"
+            )
+        pred, fit = forecast_pass_rate(runs, metric, compute, level=level or 0.9)
+    if json_out:
+        _echo_json({**pred.to_dict(), "law": fit.law.to_dict(), "experiment": experiment})
+        return
+    typer.echo(
+        f"{metric} at C={compute:.3g}: {float(pred.value):.3f} "
+        f"({pred.level:.0%} interval {float(pred.lo):.3f}-{float(pred.hi):.3f})"
+    )
+    typer.echo(f"fit: {fit.law} ({experiment}, {fit.n_points} runs)")
 
 
 def _find_fit(

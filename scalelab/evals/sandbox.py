@@ -7,9 +7,9 @@ processes (``RLIMIT_NPROC`` 0), then installs an audit hook (PEP 578) that refus
 but compiling and executing code: ``open`` (so no file can be read or written and no new module
 imported), ``socket.*``, ``subprocess.Popen``, ``os.*``, ``sys._getframe``, ``gc.*`` and the
 attribute accesses (``object.__getattr__``) that lead from an object to a module's globals. It
-runs in an empty temporary directory, with ``SIGALRM`` ending each program at its time limit,
-and the parent kills the whole child at a wall-clock deadline (a program stuck in C code
-never sees the alarm); the programs after a killed one run in a fresh child.
+runs in an empty temporary directory, with ``SIGPROF`` ending each program at its CPU-time
+limit, and the parent kills the whole child when it overruns (a program stuck in C code never
+sees the signal); the programs after a killed one run in a fresh child.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ import select
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 Status = Literal["ok", "error", "timeout", "refused", "killed"]
+SILENCE = 300.0  # wall-clock seconds without a result before the child is killed (blocked)
+_POLL = 0.2  # seconds between checks of a silent child's CPU time
 
 # The child: set limits, read every program from stdin, lock itself down, run them one by one.
 _CHILD = r"""
@@ -57,7 +61,7 @@ def main():
     def on_alarm(signum, frame):
         raise Timeout
 
-    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGPROF, on_alarm)
     hidden = {"open", "input", "breakpoint", "help", "exit", "quit", "__import__", "globals",
               "vars", "locals", "__loader__", "__spec__"}
     safe = {k: v for k, v in vars(builtins).items() if k not in hidden}
@@ -66,7 +70,7 @@ def main():
     for i, source in enumerate(programs):
         refused.clear()
         status, detail = "ok", ""
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        signal.setitimer(signal.ITIMER_PROF, seconds)
         try:
             exec(compile(source, "<program>", "exec"), {"__builtins__": dict(safe)})
         except Timeout:
@@ -74,7 +78,7 @@ def main():
         except BaseException as err:
             status, detail = "error", type(err).__name__
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
         if refused:
             status, detail = "refused", refused[0]
         out.write(json.dumps([nonce, i, status, detail]) + "\n")
@@ -90,7 +94,7 @@ class Outcome:
     """How one program ended: ``ok`` (ran to the end), ``error`` (raised; ``detail`` names the
     exception, e.g. ``AssertionError``), ``timeout`` (its time limit), ``refused`` (it tried
     an operation the sandbox forbids; ``detail`` names the audit event) or ``killed`` (the
-    child died or passed the wall-clock deadline while running it)."""
+    child died or overran while running it)."""
 
     status: Status
     detail: str = ""
@@ -109,8 +113,10 @@ def run_programs(
 ) -> list[Outcome]:
     """Run each of ``programs`` (Python source) in the sandbox; one ``Outcome`` per program.
 
-    A program gets ``seconds`` of wall-clock time and the child ``memory_bytes`` of address
-    space; a child silent for ``seconds + grace`` is killed (its program is ``killed``).
+    A program gets ``seconds`` of CPU time (CPU, not wall-clock, so that a busy machine does
+    not fail a program) and the child ``memory_bytes`` of address space; a child that spends
+    ``seconds + grace`` CPU seconds, or ``SILENCE`` wall-clock seconds, without reporting is
+    killed, and its program is ``killed``.
     """
     outcomes: dict[int, Outcome] = {}
     pending = list(range(len(programs)))
@@ -128,11 +134,19 @@ def run_programs(
     return [outcomes[i] for i in range(len(programs))]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _run_child(
     programs: list[str], seconds: float, memory_bytes: int, grace: float
 ) -> dict[int, Outcome]:
-    """Outcomes the child reported before it finished, died or went ``seconds + grace``
-    without reporting (then it is killed)."""
+    """Outcomes the child reported before it finished, died or overran (then it is killed)."""
     nonce = secrets.token_hex(16)  # a program cannot forge result lines without it
     done: dict[int, Outcome] = {}
     with tempfile.TemporaryDirectory() as empty:
@@ -150,11 +164,18 @@ def _run_child(
             child.stdin.write(json.dumps([nonce, seconds, memory_bytes, programs]).encode())
             child.stdin.close()
             buffer = b""
+            cpu_mark, wall_mark = _cpu_seconds(child.pid), time.monotonic()
             while len(done) < len(programs):
-                ready, _, _ = select.select([child.stdout], [], [], seconds + grace)
-                chunk = os.read(child.stdout.fileno(), 1 << 16) if ready else b""
+                ready, _, _ = select.select([child.stdout], [], [], _POLL)
+                if not ready:
+                    overran = _cpu_seconds(child.pid) - cpu_mark > seconds + grace
+                    if overran or time.monotonic() - wall_mark > SILENCE:
+                        break
+                    continue
+                chunk = os.read(child.stdout.fileno(), 1 << 16)
                 if not chunk:
-                    break  # silent past the deadline, or exited
+                    break  # the child exited
+                cpu_mark, wall_mark = _cpu_seconds(child.pid), time.monotonic()
                 *lines, buffer = (buffer + chunk).split(b"\n")
                 for line in lines:
                     tag, i, status, detail = json.loads(line)

@@ -32,6 +32,7 @@ from scalelab.vocab import (
     BUDGET,
     BUDGET_KIND,
     COMPUTE,
+    EVAL_METRIC_PREFIXES,
     LOSS,
     N_PARAMS,
     NUMERIC_PARAMS,
@@ -250,6 +251,7 @@ def _run_row(run: Any) -> dict[str, Any]:
         row |= {BUDGET: budget, BUDGET_KIND: kind}
     row[UNIGRAM] = _unigram(tags)
     row[LOSS] = float(metrics[LOSS])
+    row |= {k: v for k, v in metrics.items() if k.startswith(EVAL_METRIC_PREFIXES)}
     if run.info.end_time and run.info.start_time:
         row["seconds"] = (run.info.end_time - run.info.start_time) / 1000
     return row

@@ -51,6 +51,7 @@ SWEEP_CONTROLLED = frozenset(
         "warmup",
         "seed",
         "val_every",
+        "evals",
         "experiment",
         "run_name",
         "parametrization",
@@ -316,8 +317,8 @@ class GroupSpec(_Strict):
     """Small models of one shape trained together by one worker as one stacked model
     (``scalelab.training.grouped``): each trial keeps its own run, validations, pruning
     reports and result, equal to training it alone. Trials of RLHF stages, larger models,
-    GPUs, dropout, ``compile`` or several devices train one at a time. ``group: false`` is
-    short for ``enabled: false``."""
+    GPUs, dropout, ``compile``, several devices or ``eval:`` suites train one at a time.
+    ``group: false`` is short for ``enabled: false``."""
 
     enabled: bool = True
     max_params: float = Field(1e5, gt=0, description="largest non-embedding N trained in groups")
@@ -491,6 +492,11 @@ class SweepSpec(_Strict):
     train: dict[str, Any] = Field(
         default_factory=dict, description="other TrainConfig (or stage config) fields"
     )
+    eval: list[str] = Field(
+        default_factory=list,
+        description="capability suites each trial runs after training (scalelab.evals): "
+        "python, brackets, indent, copy, digits",
+    )
     parametrization: Literal["standard", "mup"] = Field(
         "standard", description="mup: μP relative to mup_base_width (scalelab/model.py)"
     )
@@ -624,6 +630,30 @@ class SweepSpec(_Strict):
                 "search: ppo does not use batch_size (its batches are rollout_batch and "
                 "minibatch_size, set under train:); give one batch_size"
             )
+        return self
+
+    @field_validator("eval")
+    @classmethod
+    def _eval_suites(cls, value: list[str]) -> list[str]:
+        from scalelab.evals.suites import SUITES
+
+        for name in value:
+            if name not in SUITES:
+                raise ValueError(
+                    f"unknown suite {name!r}; valid suites: {', '.join(sorted(SUITES))}"
+                )
+        if len(set(value)) < len(value):
+            raise ValueError("a suite is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _eval_pretrains(self) -> SweepSpec:
+        if self.eval and self.stage != "pretrain":
+            raise ValueError(
+                f"eval: suites evaluate pretrained models; stage {self.stage} has none"
+            )
+        if self.eval and self.tokenizer != "byte":
+            raise ValueError("eval: the suites' prompts are byte strings; set tokenizer: byte")
         return self
 
     @model_validator(mode="after")
@@ -828,6 +858,8 @@ class SweepSpec(_Strict):
                 "mup_base_width": self.mup_base_width,
                 "lr_tuning": self.search.lr_tuning,
             }
+        if self.eval:  # sweeps without suites keep their identity
+            stage |= {"eval": list(self.eval)}
         return {
             **stage,
             "corpus": self.corpus,

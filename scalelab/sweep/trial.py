@@ -303,6 +303,7 @@ def pretrain_config(
         tokenizer=spec.tokenizer,
         tokens=cell.tokens,
         val_every=val_every(spec, cell),
+        evals=spec.eval,
         **run_fields(spec, cell, number, params),
     )
 

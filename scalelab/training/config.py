@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Defined in the pydantic-free ``schedule`` module; importable from here as before.
 from scalelab.training.schedule import Schedule, TrainingDiverged, lr_factor
@@ -86,6 +86,15 @@ class TrainConfig(BaseModel):
     val_tokens: int = Field(65_536, gt=0)
     val_every: int | None = Field(None, gt=0, description="tokens; default: 10 evaluations")
 
+    # Capability evaluations after the final validation (``scalelab.evals``).
+    evals: list[str] = Field(
+        default_factory=list,
+        description="suites run on the trained model: python, brackets, indent, copy, digits",
+    )
+    eval_samples: int = Field(
+        0, ge=0, le=100, description="sampled completions per problem (pass@k); 0: greedy only"
+    )
+
     # Hardware: passed to Lightning's Trainer unchanged.
     accelerator: str = "auto"
     devices: int | str = 1
@@ -109,6 +118,28 @@ class TrainConfig(BaseModel):
             raise ValueError("heads: set depth too (heads fixes a fixed-depth family's heads)")
         if self.depth is not None and self.preset is not None:
             raise ValueError("depth: a preset has its own depth; give n_params_target instead")
+        return self
+
+    @field_validator("evals")
+    @classmethod
+    def _known_suites(cls, value: list[str]) -> list[str]:
+        from scalelab.evals.suites import SUITES
+
+        unknown = [name for name in value if name not in SUITES]
+        if unknown:
+            raise ValueError(
+                f"unknown suite {unknown[0]!r}; valid suites: {', '.join(sorted(SUITES))}"
+            )
+        if len(set(value)) < len(value):
+            raise ValueError("a suite is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _evals_read_bytes(self) -> TrainConfig:
+        if self.evals and self.tokenizer != "byte":
+            raise ValueError(
+                "evals: the suites' prompts are byte strings; train with tokenizer byte"
+            )
         return self
 
     @model_validator(mode="after")

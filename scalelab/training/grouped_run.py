@@ -75,6 +75,8 @@ def ungroupable(cfg: TrainConfig) -> str | None:
         return f"precision {cfg.precision}"
     if uses_gpu(cfg.accelerator):
         return "a GPU"  # a GPU runs one small model fast enough, and bf16 rounds differently
+    if cfg.evals:
+        return "evaluation suites"  # they decode with one model, not a stacked group
     return None
 
 

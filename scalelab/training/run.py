@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scalelab.results import tracking
 from scalelab.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_REASON = 5000  # characters of an error kept in the failure_reason tag
 
@@ -81,6 +84,11 @@ class TrackedRun:
         for key, value in metrics.items():
             if math.isfinite(value):
                 client.log_metric(self.run_id, key, value, step=step)
+
+    def log_table(self, table: pd.DataFrame, name: str) -> None:
+        """Log ``table`` as the CSV artifact ``name``."""
+        if self.active:
+            tracking.log_table_artifact(self.logger.experiment, self.run_id, table, name)
 
     def log_checkpoint(self, ckpt: dict) -> str | None:
         """Log ``ckpt`` (``scalelab.training.checkpoint``); its reference ``runs:/<run_id>``."""
