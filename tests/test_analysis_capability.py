@@ -82,3 +82,30 @@ def test_bad_input_names_the_problem() -> None:
     zero = pd.DataFrame({"run_id": ["a"], "compute": [1.0], "problem": ["p"], "pass_rate": [0.0]})
     with pytest.raises(ValueError, match="smallest runs solve no problem"):
         capability_runs(zero)
+
+
+def test_gpt4_form_backtests_like_a_loss_law() -> None:
+    from scalelab.analysis import backtest
+
+    per_problem, _ = _per_problem(np.random.default_rng(2), k=0.25, noise=0.02)
+    runs = capability_runs(per_problem)
+    result = backtest(
+        runs, laws={"gpt4": gpt4_law()}, factors=(10,), n_resamples=32, baseline=False
+    )
+    row = result.summary.set_index("law").loc["gpt4"]
+    assert row["n_test"] >= 2
+    assert row["median_abs_rel_error"] < 0.05
+
+
+def test_forecast_pass_rate_gives_an_interval_around_the_truth() -> None:
+    from scalelab.analysis.capability import forecast_pass_rate
+
+    rng = np.random.default_rng(3)
+    rate = 1.0 / (1.0 + (COMPUTE / 1e15) ** -0.7)
+    runs = pd.DataFrame(
+        {"compute": COMPUTE, "pass_rate.copy": rate * np.exp(rng.normal(0, 0.02, COMPUTE.size))}
+    )
+    pred, fit = forecast_pass_rate(runs, "pass_rate.copy", 1e17, n_resamples=64)
+    truth = 1.0 / (1.0 + 100.0**-0.7)
+    assert pred.quantity == "pass_rate.copy" and fit.law.name == "pass_sigmoid"
+    assert pred.lo <= truth <= pred.hi <= 1.0
