@@ -63,6 +63,13 @@ def test_predict_metric_bad_input_exits_2_with_one_line(scalelab_cli, tmp_path: 
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
 
 
+def test_train_eval_flag_names_bad_suites(scalelab_cli, tmp_path: Path) -> None:
+    out = scalelab_cli(["train", "--preset", "n10k", "--eval", "copy,nope"], tmp_path / "ws")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--eval" in lines[0] and "nope" in lines[0], out.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_a_trained_run_logs_pass_rates_and_per_problem_tables(workspace: Workspace) -> None:

@@ -72,6 +72,17 @@ def train(
     mup_base_width: Annotated[
         int | None, typer.Option(help="With --mup: the d_model at which μP is the standard model.")
     ] = None,
+    evals: Annotated[
+        str,
+        typer.Option(
+            "--eval",
+            help="Capability suites to run after training, comma separated "
+            "(python,brackets,indent,copy,digits).",
+        ),
+    ] = "",
+    eval_samples: Annotated[
+        int, typer.Option(help="With --eval: sampled completions per problem for pass@k.")
+    ] = 0,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "scalelab",
     save_checkpoint: Annotated[bool, typer.Option(help="Log the weights to MLflow.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -82,7 +93,13 @@ def train(
     from scalelab.train import TrainConfig, TrainingDiverged, check_no_repeats
     from scalelab.train import train as run_training
 
-    with user_input(flags={"n_params_target": "--params", "tokens": "--tokens"}):
+    flags = {
+        "n_params_target": "--params",
+        "tokens": "--tokens",
+        "evals": "--eval",
+        "eval_samples": "--eval-samples",
+    }
+    with user_input(flags=flags):
         if preset is None and params is None:
             raise UsageError("give --preset NAME or --params N (e.g. --params 3e5)")
         if mup != (mup_base_width is not None):
@@ -119,6 +136,8 @@ def train(
             gelu=gelu,
             parametrization="mup" if mup else "standard",
             mup_base_width=mup_base_width,
+            evals=[name.strip() for name in evals.split(",") if name.strip()],
+            eval_samples=eval_samples,
             experiment=experiment,
             save_checkpoint=save_checkpoint,
         )
