@@ -46,7 +46,7 @@ def forecast_rows(study: dict) -> pd.DataFrame:
             {
                 "target C": plan.compute_full,
                 "× ladder": plan.compute_full / top,
-                "N": plan.n_params,
+                "N (non-emb.)": plan.n_params,
                 "d_model": plan.d_model,
                 "D": plan.tokens,
                 "lr": plan.lr,
@@ -101,7 +101,7 @@ def secondary_rows(study: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["target C", "law"], ignore_index=True)
 
 
-def simulated_error(study: dict, sigmas: list[float], n: int = 300) -> pd.DataFrame:
+def simulated_error(study: dict, sigmas: list[float], n: int = 150) -> pd.DataFrame:
     """90th-percentile |error| at each target if the odds law held exactly on this ladder's
     budgets and the frontier scattered by ``sigma`` (log-normal) around it."""
     front = study["frontier"]
@@ -121,7 +121,7 @@ def simulated_error(study: dict, sigmas: list[float], n: int = 300) -> pd.DataFr
             scattered = truth * np.exp(rng.normal(0, sigma, len(compute)))
             noisy = pd.DataFrame({"compute": compute, "loss": scattered})
             try:
-                fitted = fit_law(noisy, candidate.law, check_identifiability=False).law
+                fitted = fit_law(noisy, candidate.law, n_refine=4, check_identifiability=False).law
             except ValueError:
                 continue
             for t in targets:
@@ -250,6 +250,15 @@ def figure(study: dict) -> go.Figure:
     return fig
 
 
+def _wall_hours(workspace: Workspace, run_ids: list[str]) -> float:
+    """Hours from the first of ``run_ids`` to start to the last to end."""
+    from scalelab.results import tracking
+
+    client = tracking.client(workspace)
+    infos = [client.get_run(run_id).info for run_id in run_ids]
+    return (max(i.end_time for i in infos) - min(i.start_time for i in infos)) / 3.6e6
+
+
 def write_report(study: dict, command: str, running: str) -> str:
     spec, cells, front = study["spec"], study["cells"], study["frontier"]
     selection, noise = study["selection"], study["noise"]
@@ -257,7 +266,7 @@ def write_report(study: dict, command: str, running: str) -> str:
     pilot, pilot_median = batch_pilot()
     n_runs = len(study["runs"])
     n_rerun = len(study["reruns"])
-    seconds = float(study["runs"]["seconds"].sum())
+    wall = _wall_hours(study["workspace"], list(study["runs"]["run_id"]))
     target_minutes = ", ".join(
         f"C={o.plan.compute_full:.0e}: {o.seconds / 60:.1f} min" for o in outcomes
     )
@@ -274,8 +283,9 @@ def write_report(study: dict, command: str, running: str) -> str:
         "",
         f"- What else ran on the machine: {running}.",
         f"- Ladder: {n_runs} completed trials in {len(cells)} cells (sweeps "
-        f"{', '.join(study['sweeps'])}), {seconds / 3600:.2f} hours of run time in total "
-        f"(two workers), plus {n_rerun} seed re-runs. Targets: {target_minutes or 'none yet'}.",
+        f"{', '.join(study['sweeps'])}), {wall:.2f} hours from the first trial's start to "
+        f"the last one's end, plus {n_rerun} seed re-runs. Targets: "
+        f"{target_minutes or 'none yet'}.",
         f"- Shape family, shared by ladder and targets: {spec.train.get('depth')} layers, "
         f"{spec.train.get('heads')} attention head, d_model any even width (`train.depth`, "
         "`train.heads`); N non-embedding, compute the full training FLOPs (attention and "
@@ -320,16 +330,15 @@ def write_report(study: dict, command: str, running: str) -> str:
         "(RMS of log residuals) around the odds law fitted to them (the first study's best "
         "cells: about 1.0%).",
         "- What that noise implies, if the odds law held exactly on these budgets "
-        "(90th percentile of |error| over 300 simulated ladders):",
+        "(90th percentile of |error| over 150 simulated ladders):",
         "",
-        markdown_table(
-            simulated_error(study, [noise["frontier_scatter_odds"], 0.005, 0.0025, 0.01])
-        ),
+        markdown_table(simulated_error(study, [noise["frontier_scatter_odds"], 0.005, 0.0025])),
         "",
         "## Batch 1 or 2",
         "",
         f"A first pass searched batch 1 and 2 at every cell; in the {len(pilot)} cells it "
-        f"finished (3e9-1.75e10 FLOPs) batch 1 was better by a median {pilot_median:+.2%} "
+        f"finished (3e9-1.75e10 FLOPs) batch 1's loss differed from batch 2's by a median "
+        f"{pilot_median:+.2%} "
         "(best learning rate of each). Searching both triples the optimizer steps, which set "
         "the pace of models this small, so the study uses batch 2 "
         "(`analysis/data/scalelab_v2_batch_pilot.csv`).",

@@ -411,14 +411,16 @@ def curve_shape(curves: pd.DataFrame, floor: float) -> pd.Series:
     """
     rows = []
     for _, run in curves.groupby("run_id"):
-        run = run.sort_values("fraction")
+        # A grouped run logs its last validation and its final one at the same tokens.
+        run = run.assign(fraction=run["fraction"].round(3)).sort_values("fraction", kind="stable")
+        run = run.drop_duplicates("fraction", keep="last")
         final = float(run["loss"].iloc[-1])
         if not math.isclose(float(run["fraction"].iloc[-1]), 1.0, rel_tol=0.02):
             continue
         rows.append(
             pd.Series(
                 ((run["loss"] - floor) / (final - floor)).to_numpy(),
-                index=run["fraction"].round(3).to_numpy(),
+                index=run["fraction"].to_numpy(),
             )
         )
     if not rows:
