@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--cells", nargs="*", help="cell keys (default: every cell)")
     parser.add_argument("--samples", type=int, default=0, help="eval_samples of each trial")
     args = parser.parse_args()
+    tracking.quiet_logs()
     spec = load_spec(SPEC)
     spec = spec.model_copy(update={"eval": sorted(SUITES)})
     cells = [c for c in spec.cells() if not args.cells or c.key in args.cells]
