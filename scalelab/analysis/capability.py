@@ -17,8 +17,13 @@ and ``pass_rate`` (the chance one sample solves it; ``scalelab.evals`` logs thes
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from scalelab.analysis.bootstrap import bootstrap
+from scalelab.analysis.fit import FitResult, fit_law
+from scalelab.analysis.intervals import Prediction
 from scalelab.analysis.laws import PowerLaw, SigmoidLaw
 from scalelab.lazy_imports import lazy_module
 
@@ -103,3 +108,22 @@ def problem_curves(per_problem: pd.DataFrame, tolerance: float = 0.0) -> pd.Data
     dropped = (best_before - curves["pass_rate"]) > tolerance
     flagged = dropped.groupby(curves["problem"]).transform("any")
     return curves.assign(non_monotone=flagged.to_numpy()).reset_index(drop=True)
+
+
+def forecast_pass_rate(
+    runs: pd.DataFrame,
+    metric: str,
+    compute: float,
+    *,
+    level: float = 0.9,
+    n_resamples: int = 200,
+    seed: int = 0,
+) -> tuple[Prediction, FitResult]:
+    """The pass rate ``metric`` (a column of ``runs``) of a run of ``compute`` FLOPs, from
+    ``sigmoid_law`` fitted to the runs, with a bootstrap ``level`` interval (clipped to 1)."""
+    table = pass_rate_runs(runs, metric)
+    fit = fit_law(table, sigmoid_law())
+    pred = bootstrap(fit, table, n_resamples=n_resamples, level=level, seed=seed).predict(
+        compute=compute
+    )
+    return replace(pred, hi=min(float(pred.hi), 1.0), quantity=metric), fit
