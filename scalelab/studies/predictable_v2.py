@@ -274,31 +274,13 @@ def run_study_v2(
     outcomes, pending = [], []
     wanted = set(targets if train_targets is None else train_targets)
     for compute in sorted(targets):
-        if compute not in wanted:
-            forecast_id, target, result, _ = ensure_forecast(
-                spec,
-                cells,
-                selection,
-                compute,
-                workspace,
-                echo=echo,
-                planner=planner,
-                fingerprint=fingerprint,
-            )
-            pending.append({"forecast_run_id": forecast_id, "plan": target, "forecast": result})
+        args = (spec, cells, selection, compute, workspace)
+        how = {"echo": echo, "planner": planner, "fingerprint": fingerprint}
+        if compute in wanted:
+            outcomes.append(run_target(*args, **how))
             continue
-        outcomes.append(
-            run_target(
-                spec,
-                cells,
-                selection,
-                compute,
-                workspace,
-                echo=echo,
-                planner=planner,
-                fingerprint=fingerprint,
-            )
-        )
+        forecast_id, target, result, _ = ensure_forecast(*args, **how)
+        pending.append({"forecast_run_id": forecast_id, "plan": target, "forecast": result})
     return {
         "spec": spec,
         "sweeps": sweeps,
