@@ -20,25 +20,13 @@ import math
 
 import numpy as np
 
+from scalelab.analysis.approaches import _profile_minimum
 from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import compute_6nd
 
 pd = lazy_module("pandas")
 
 POINTS = 5  # sizes around each profile's best that its parabola is fitted to
-
-
-def _vertex(log_n: np.ndarray, loss: np.ndarray) -> tuple[float, float] | None:
-    """(log N*, L*) of the parabola through the profile, if it opens upward inside it."""
-    if len(np.unique(log_n)) < 3:
-        return None
-    c2, c1, c0 = np.polyfit(log_n, loss, 2)
-    if c2 <= 0:
-        return None
-    x = -c1 / (2 * c2)
-    if not log_n.min() < x < log_n.max():
-        return None
-    return float(x), float(c0 - c1 * c1 / (4 * c2))
 
 
 def _nearest(group: pd.DataFrame, points: int) -> pd.DataFrame:
@@ -55,7 +43,7 @@ def interpolated_frontier(cells: pd.DataFrame, points: int = POINTS) -> pd.DataF
     for budget, group in cells.groupby("budget", sort=True):
         near = _nearest(group, points)
         log_n = np.log(near["n_params"].to_numpy(dtype=float))
-        found = _vertex(log_n, near["loss"].to_numpy(dtype=float))
+        found = _profile_minimum(log_n, near["loss"].to_numpy(dtype=float), "parabola")
         best = near.loc[near["loss"].idxmin()]
         row = {
             "budget": float(budget),
@@ -68,7 +56,7 @@ def interpolated_frontier(cells: pd.DataFrame, points: int = POINTS) -> pd.DataF
             if "n_params_total" in near:
                 row["n_params_total"] = float(best["n_params_total"])
         else:
-            x, loss = found
+            x, loss, _ = found
             row |= {"n_params": math.exp(x), "loss": loss}
             for column in ("tokens", "n_params_total"):
                 if column in near:
