@@ -54,6 +54,9 @@ DEFAULT_LAW = AUTO_LAW
 # of a suite's problems greedy decoding solves, ``pass_at_<k>.<suite>`` the mean pass@k.
 PASS_RATE = "pass_rate"
 EVAL_METRIC_PREFIXES = (f"{PASS_RATE}.", "pass_at_")
+# The GPT-4 report's capability metric, −mean log pass rate over the problems the smallest
+# runs solve: computed from the per-problem tables, never logged as a run metric.
+MEAN_LOG_PASS = "mean_log_pass"
 
 # ---- compute ------------------------------------------------------------------------------------
 # Training FLOPs per parameter per token: 2 for the forward pass, 4 for the backward (Kaplan

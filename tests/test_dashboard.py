@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from test_query_data import KNOWN, Sweep, make_study, shared_sweep, write_csv
 
 from scalelab.dashboard import (
-    ALL_PANELS,
+    DEFAULT_PANELS,
     Dashboard,
     build_dashboard,
     load_definition,
@@ -173,7 +173,7 @@ def test_definition_csv_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     path = _write(tmp_path / "sub", {"title": "t", "sources": [{"csv": "../r.csv"}]})
     definition = load_definition(path)
     assert definition.sources[0].csv == (tmp_path / "r.csv").resolve()
-    assert list(definition.panels) == list(ALL_PANELS)
+    assert list(definition.panels) == list(DEFAULT_PANELS)
 
 
 def test_dashboard_cli_rejects_a_bad_definition_in_one_line(tmp_path, workspace) -> None:
@@ -203,7 +203,7 @@ def _check_labels(board: Dashboard) -> None:
 def test_every_panel_is_drawn_from_a_sweep(full: Dashboard, sweep: Sweep) -> None:
     run_id = sweep.fit_run_id
     assert full.notes == []
-    assert [p.key for p in full.panels] == list(ALL_PANELS)
+    assert [p.key for p in full.panels] == list(DEFAULT_PANELS)
     counts = {p.key: len(p.figure.data) for p in full.panels}
     assert counts["curves_tokens"] == counts["curves_compute"] == 15 + 1  # runs + colour bar
     # 3 budgets: runs and parabola each, plus the minima.

@@ -26,6 +26,7 @@ from scalelab.analysis.fit import FitResult, fit_law
 from scalelab.analysis.intervals import Prediction
 from scalelab.analysis.laws import PowerLaw, SigmoidLaw
 from scalelab.lazy_imports import lazy_module
+from scalelab.vocab import MEAN_LOG_PASS
 
 pd = lazy_module("pandas")
 
@@ -56,19 +57,20 @@ def _check(per_problem: pd.DataFrame) -> pd.DataFrame:
     return per_problem.assign(pass_rate=rates.astype(float))
 
 
-def solvable_problems(per_problem: pd.DataFrame) -> list[str]:
-    """The problems that every run of the smallest compute solves at least sometimes."""
+def solvable_problems(per_problem: pd.DataFrame, floor: float = FLOOR) -> list[str]:
+    """The problems that every run of the smallest compute solves at least sometimes: with a
+    pass rate above ``floor`` (a rate at the floor would enter the mean as the floor)."""
     df = _check(per_problem)
     smallest = df[df["compute"] == df["compute"].min()]
     solved = smallest.groupby("problem")["pass_rate"].min()
-    return sorted(solved.index[solved > 0])
+    return sorted(solved.index[solved > floor])
 
 
 def capability_runs(per_problem: pd.DataFrame, floor: float = FLOOR) -> pd.DataFrame:
     """One row per run: ``run_id``, ``compute`` and ``loss`` = −mean log pass_rate over the
     problems the smallest runs solve (pass rates floored at ``floor``), for ``gpt4_law``."""
     df = _check(per_problem)
-    keep = solvable_problems(df)
+    keep = solvable_problems(df, floor)
     if not keep:
         raise ValueError(
             "the smallest runs solve no problem: the GPT-4 form needs problems they solve "
@@ -93,6 +95,11 @@ def pass_rate_runs(runs: pd.DataFrame, metric: str, floor: float = FLOOR) -> pd.
     if metric not in runs.columns:
         raise ValueError(f"runs have no {metric!r} column (columns: {', '.join(runs.columns)})")
     rates = pd.to_numeric(runs[metric], errors="coerce")
+    if not (rates > floor).any():
+        raise ValueError(
+            f"no run has a {metric} above {floor:g}: the runs solve nothing yet, so there is "
+            "no curve to fit (train larger models, or use an easier suite)"
+        )
     out = runs.loc[rates.notna(), [c for c in ("run_id", "compute") if c in runs.columns]]
     return out.assign(loss=np.maximum(rates[rates.notna()].to_numpy(dtype=float), floor))
 
@@ -127,3 +134,21 @@ def forecast_pass_rate(
         compute=compute
     )
     return replace(pred, hi=min(float(pred.hi), 1.0), quantity=metric), fit
+
+
+def forecast_mean_log_pass(
+    per_problem: pd.DataFrame,
+    compute: float,
+    *,
+    level: float = 0.9,
+    n_resamples: int = 200,
+    seed: int = 0,
+) -> tuple[Prediction, FitResult, list[str]]:
+    """The GPT-4 form's −mean log pass rate of a run of ``compute`` FLOPs, over the problems
+    the smallest runs of ``per_problem`` solve (returned too), with a bootstrap interval."""
+    table = capability_runs(per_problem)
+    fit = fit_law(table, gpt4_law(), check_identifiability=False)
+    pred = bootstrap(fit, table, n_resamples=n_resamples, level=level, seed=seed).predict(
+        compute=compute
+    )
+    return replace(pred, quantity=MEAN_LOG_PASS), fit, solvable_problems(per_problem)

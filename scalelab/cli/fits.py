@@ -326,8 +326,9 @@ def predict(
     metric: Annotated[
         str | None,
         typer.Option(
-            help="A capability, e.g. pass_rate.copy: its value at --compute from the "
-            "experiment's runs (a sigmoid in log compute, bootstrapped)."
+            help="A capability at --compute from the experiment's runs: pass_rate.SUITE or "
+            "pass_at_1.SUITE (a sigmoid in log compute), or mean_log_pass.SUITE (the GPT-4 "
+            "form over the problems the smallest runs solve); bootstrapped."
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -399,13 +400,14 @@ def _predict_metric(
     """``predict --metric``: a capability of a run of ``compute`` FLOPs, fitted afresh."""
     with user_input():
         from scalelab.evals.suites import SUITES
-        from scalelab.vocab import EVAL_METRIC_PREFIXES
+        from scalelab.vocab import EVAL_METRIC_PREFIXES, MEAN_LOG_PASS
 
-        suite = metric.partition(".")[2]
-        if not metric.startswith(EVAL_METRIC_PREFIXES) or suite not in SUITES:
+        kind, _, suite = metric.partition(".")
+        known = metric.startswith(EVAL_METRIC_PREFIXES) or kind == MEAN_LOG_PASS
+        if not known or suite not in SUITES:
             raise UsageError(
-                f"--metric must be pass_rate.SUITE or pass_at_1.SUITE with SUITE one of "
-                f"{', '.join(sorted(SUITES))}; got {metric!r}"
+                f"--metric must be pass_rate.SUITE, pass_at_1.SUITE or {MEAN_LOG_PASS}.SUITE "
+                f"with SUITE one of {', '.join(sorted(SUITES))}; got {metric!r}"
             )
         if compute is None or not compute > 0:
             raise UsageError("--metric needs --compute (FLOPs of the planned run, e.g. 1e15)")
@@ -418,20 +420,31 @@ def _predict_metric(
 
         ws = common.workspace(workspace, tracking_uri)
         runs = mlflow_runs(experiment, ws)
-        if metric not in runs.columns or runs[metric].notna().sum() < 3:
+        column = metric if kind != MEAN_LOG_PASS else f"pass_at_1.{suite}"
+        if column not in runs.columns or runs[column].notna().sum() < 3:
             raise UsageError(
-                f"--metric: fewer than 3 runs of experiment {experiment!r} logged {metric}; "
-                f"add eval: [{suite}] to the sweep's spec and run it"
+                f"--metric: fewer than 3 runs of experiment {experiment!r} were evaluated on "
+                f"{suite}; add eval: [{suite}] to the sweep's spec and run it"
             )
-        pred, fit = forecast_pass_rate(runs, metric, compute, level=level or 0.9)
+        problems: list[str] = []
+        if kind == MEAN_LOG_PASS:
+            from scalelab.analysis.capability import forecast_mean_log_pass
+            from scalelab.results.evals import per_problem
+
+            table = per_problem(ws, runs[runs[column].notna()], [suite])
+            pred, fit, problems = forecast_mean_log_pass(table, compute, level=level or 0.9)
+        else:
+            pred, fit = forecast_pass_rate(runs, metric, compute, level=level or 0.9)
     if json_out:
-        _echo_json({**pred.to_dict(), "law": fit.law.to_dict(), "experiment": experiment})
+        payload = {**pred.to_dict(), "law": fit.law.to_dict(), "experiment": experiment}
+        _echo_json(payload | ({"problems": problems} if problems else {}))
         return
     typer.echo(
         f"{metric} at C={compute:.3g}: {float(pred.value):.3f} "
         f"({pred.level:.0%} interval {float(pred.lo):.3f}-{float(pred.hi):.3f})"
     )
-    typer.echo(f"fit: {fit.law} ({experiment}, {fit.n_points} runs)")
+    over = f", over the {len(problems)} problems the smallest runs solve" if problems else ""
+    typer.echo(f"fit: {fit.law} ({experiment}, {fit.n_points} runs{over})")
 
 
 def _find_fit(

@@ -20,6 +20,7 @@ Example::
 from scalelab.dashboard.build import Dashboard, Panel, SourceView, build_dashboard
 from scalelab.dashboard.definition import (
     ALL_PANELS,
+    DEFAULT_PANELS,
     FIT_PANELS,
     DashboardDefinition,
     Source,
@@ -30,6 +31,7 @@ from scalelab.dashboard.html import render_html, write_html, write_pngs
 
 __all__ = [
     "ALL_PANELS",
+    "DEFAULT_PANELS",
     "FIT_PANELS",
     "Dashboard",
     "DashboardDefinition",

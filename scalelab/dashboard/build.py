@@ -45,6 +45,7 @@ class SourceView:
     studies: list[Any] = field(default_factory=list)  # optuna.Study objects
     optuna: OptunaStudy | None = None
     fit_reused: bool = False
+    problems: Any = None  # per-problem evaluation results (scalelab.results.evals.per_problem)
 
 
 @dataclass
@@ -243,6 +244,16 @@ def gather(
                 view.backtest = _backtest_for(view, definition, store, n_jobs, say)
             except (ValueError, RuntimeError) as err:
                 notes.append(f"{view.label}: no backtest ({err})")
+        if "capability" in panels:
+            if source.experiment is None:
+                notes.append(
+                    f"{view.label}: no per-problem results (they are read from the "
+                    "eval-<suite>.csv artifacts of MLflow runs)"
+                )
+            else:
+                from scalelab.results.evals import per_problem
+
+                view.problems = per_problem(workspace, table.runs)
         if panels & set(OPTUNA_PANELS):
             if source.optuna is None:
                 notes.append(

@@ -41,6 +41,7 @@ PanelKey = Literal[
     "optuna_history",
     "optuna_importances",
     "optuna_intermediate",
+    "capability",
 ]
 # The one list of panel names: scalelab.dashboard.figures draws each with its function of
 # the same name.
@@ -48,8 +49,11 @@ ALL_PANELS: tuple[str, ...] = get_args(PanelKey)
 OPTUNA_PANELS: tuple[str, ...] = ("optuna_history", "optuna_importances", "optuna_intermediate")
 # The panels a fit run carries: everything that needs only the runs and the fit.
 FIT_PANELS: tuple[str, ...] = tuple(
-    p for p in ALL_PANELS if p not in OPTUNA_PANELS and p != "backtest"
+    p for p in ALL_PANELS if p not in OPTUNA_PANELS and p not in ("backtest", "capability")
 )
+# A definition without panels: gets every panel but the capability one, which needs runs
+# trained with evaluation suites (eval: in a spec) and is asked for by name.
+DEFAULT_PANELS: tuple[str, ...] = tuple(p for p in ALL_PANELS if p != "capability")
 
 
 class _Strict(BaseModel):
@@ -172,7 +176,7 @@ class DashboardDefinition(_Strict):
     resamples: int = Field(default=200, ge=2, description="bootstrap resamples of a new fit")
     planned: list[Planned] = Field(default_factory=list)
     backtest: BacktestSettings = Field(default_factory=BacktestSettings)
-    panels: list[PanelKey] = Field(default_factory=lambda: list(ALL_PANELS), min_length=1)
+    panels: list[PanelKey] = Field(default_factory=lambda: list(DEFAULT_PANELS), min_length=1)
     output: str | None = Field(default=None, description="HTML file name [default: <name>.html]")
 
     @field_validator("output")

@@ -821,6 +821,93 @@ def optuna_intermediate(views: list[SourceView], definition: DashboardDefinition
     return out
 
 
+# ---- capabilities ------------------------------------------------------------------------------
+def capability(views: list[SourceView], definition: DashboardDefinition) -> Made:
+    """Per source and suite: each problem's pass rate against compute (red where a larger run
+    does worse), and the GPT-4 report's aggregate, −mean log pass rate over the problems the
+    smallest runs solve, with the law A·C^-k fitted to it."""
+    from scalelab.analysis import capability as cap
+    from scalelab.analysis.fit import fit_law
+
+    out: Made = []
+    why = "no run has evaluation results (train with eval: suites in the spec, or --eval)"
+    for view in views:
+        if view.problems is None or view.problems.empty:
+            continue
+        for suite, table in view.problems.groupby("suite"):
+            fig = make_subplots(
+                rows=1,
+                cols=2,
+                subplot_titles=("per-problem pass rate", "−mean log pass rate (solvable)"),
+            )
+            curves = cap.problem_curves(table)
+            for problem, curve in curves.groupby("problem"):
+                flagged = bool(curve["non_monotone"].iloc[0])
+                fig.add_trace(
+                    go.Scatter(
+                        x=curve["compute"],
+                        y=curve["pass_rate"],
+                        mode="lines+markers" if len(curve) < FEW_POINTS else "lines",
+                        line={
+                            "width": 1,
+                            "color": "rgba(214,39,40,0.7)" if flagged else "rgba(90,90,90,0.3)",
+                        },
+                        marker={"size": 3},
+                        showlegend=False,
+                        hovertemplate=f"problem {problem}<br>%{{x:.3g}}: %{{y:.3g}}<extra></extra>",
+                    ),
+                    row=1,
+                    col=1,
+                )
+            note = ""
+            try:
+                aggregate = cap.capability_runs(table)
+            except ValueError as err:
+                aggregate, note = None, str(err)
+            if aggregate is not None:
+                fig.add_trace(
+                    go.Scatter(
+                        x=aggregate["compute"],
+                        y=aggregate["loss"],
+                        mode="markers",
+                        name="measured",
+                        marker={"color": "black", "size": 7},
+                    ),
+                    row=1,
+                    col=2,
+                )
+                try:
+                    law = fit_law(aggregate, cap.gpt4_law(), check_identifiability=False).law
+                    grid = np.geomspace(
+                        aggregate["compute"].min(), aggregate["compute"].max(), GRID
+                    )
+                    fig.add_trace(
+                        go.Scatter(
+                            x=grid,
+                            y=law.predict(compute=grid),
+                            mode="lines",
+                            name=str(law),
+                            line={"color": _color(0)},
+                        ),
+                        row=1,
+                        col=2,
+                    )
+                except (ValueError, RuntimeError) as err:
+                    note = f"no fit: {err}"
+            flagged = int(curves.groupby("problem")["non_monotone"].first().sum())
+            title = f"{suite}: {curves['problem'].nunique()} problems, {flagged} non-monotone"
+            title += f" ({view.label})" if len(views) > 1 else ""
+            title += f" — {note}" if note else ""
+            _layout(fig, title, COMPUTE, "pass rate")
+            fig.update_xaxes(title_text=COMPUTE, type="log", exponentformat="power")
+            fig.update_yaxes(title_text="pass rate", row=1, col=1)
+            fig.update_yaxes(title_text="−mean log pass rate", type="log", row=1, col=2)
+            out.append((title, fig))
+    if not out:
+        raise NoData(why)
+    return out
+
+
 # ---- the panels by name ------------------------------------------------------------------------
 def curves_tokens(views: list[SourceView], definition: DashboardDefinition) -> Made:
     return curves(views, definition, "tokens")

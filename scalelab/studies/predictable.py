@@ -349,6 +349,7 @@ def train_target(plan: Plan, spec: SweepSpec, workspace: Workspace, forecast_run
         val_every=max(step, plan.tokens // validations // step * step),
         experiment=spec.experiment_name,
         run_name=f"target C{plan.compute_full:.2g}",
+        evals=spec.eval,
         **spec.train,
     )
     return train(
