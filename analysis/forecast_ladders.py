@@ -29,7 +29,8 @@ class Ladder:
 
 def _runs(df: pd.DataFrame) -> pd.DataFrame:
     df = df.assign(compute=compute_6nd(df["n_params"], df["tokens"]))
-    cols = [c for c in ("run_id", "n_params", "tokens", "compute", "loss", "budget") if c in df]
+    keep = ("run_id", "n_params", "tokens", "compute", "loss", "budget", "unigram")
+    cols = [c for c in keep if c in df]
     return df[cols].sort_values("compute", ignore_index=True)
 
 
@@ -144,6 +145,20 @@ def scalelab_cpu() -> Ladder:
     )
 
 
+def scalelab_cpu_v2() -> Ladder:
+    """The second predictable-scaling study's ladder (one shape family, seed means where
+    re-run) and its trained targets, with the corpus's unigram entropy: the odds law's L0."""
+    df = pd.read_csv(DATA / "scalelab_v2_ladder.csv")
+    n_cells = int((df["kind"] == "ladder").sum())
+    targets = ", ".join(f"{c:.0e}" for c in df.loc[df["kind"] == "target", "budget"])
+    return Ladder(
+        "scalelab-cpu-v2",
+        f"scalelab's second CPU ladder (python-all, byte level, 2 layers and 1 head): {n_cells} "
+        f"cells at 3e9-1e11 full FLOPs and its targets {targets}",
+        _runs(df),
+    )
+
+
 def all_ladders() -> list[Ladder]:
     return [
         chinchilla(),
@@ -152,4 +167,5 @@ def all_ladders() -> list[Ladder]:
         gpt3(),
         opt(),
         scalelab_cpu(),
+        scalelab_cpu_v2(),
     ]

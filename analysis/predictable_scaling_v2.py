@@ -259,6 +259,45 @@ def _wall_hours(workspace: Workspace, run_ids: list[str]) -> float:
     return (max(i.end_time for i in infos) - min(i.start_time for i in infos)) / 3.6e6
 
 
+LADDER_CSV = DATA / "scalelab_v2_ladder.csv"
+
+
+def export_ladder(study: dict) -> str:
+    """The ladder's cells (the best trial of each, its loss the seed mean where re-run) and the
+    trained targets, as a ladder of the forecasting benchmark (``LADDER_CSV``), with the
+    corpus's hash and unigram entropy from the runs' MLflow records."""
+    from scalelab.results import tracking
+
+    cells = study["cells"]
+    run = tracking.client(study["workspace"]).get_run(str(cells["run_id"].iloc[0]))
+    columns = ["run_id", "kind", "budget", "n_params", "n_params_total", "tokens"]
+    columns += ["compute_full", "loss"]
+    ladder = cells.assign(run_id=cells["cell"], kind="ladder")[columns]
+    targets = pd.DataFrame(
+        [
+            {
+                "run_id": f"target C{o.plan.compute_full:.2g}",
+                "kind": "target",
+                "budget": float(f"{o.plan.compute_full:.2g}"),
+                "n_params": o.plan.n_params,
+                "n_params_total": o.plan.n_params_total,
+                "tokens": o.plan.tokens,
+                "compute_full": o.plan.compute_full,
+                "loss": o.actual,
+            }
+            for o in study["outcomes"]
+        ],
+        columns=columns,
+    )
+    out = pd.concat([ladder, targets], ignore_index=True).assign(
+        unigram=float(cells["unigram"].iloc[0]),
+        corpus=run.data.params.get("corpus", ""),
+        corpus_source=run.data.params.get("corpus_source", ""),
+    )
+    out.to_csv(LADDER_CSV, index=False, float_format="%.6g")
+    return str(LADDER_CSV)
+
+
 def write_report(study: dict, command: str, running: str) -> str:
     spec, cells, front = study["spec"], study["cells"], study["frontier"]
     selection, noise = study["selection"], study["noise"]
@@ -390,7 +429,7 @@ def main() -> None:
     command = (
         f"python analysis/predictable_scaling_v2.py --targets {targets} --workers {args.workers}"
     )
-    print(f"wrote {write_report(study, command, args.running)}")
+    print(f"wrote {write_report(study, command, args.running)} and {export_ladder(study)}")
 
 
 if __name__ == "__main__":
