@@ -134,6 +134,33 @@ def opt() -> Ladder:
     )
 
 
+# Porian et al. 2024 IsoFLOP sets: (dataset, setting) -> description. ``tuned_const`` is the
+# paper's final configuration (tuned AdamW hyperparameters, short warmup, constant learning
+# rate; a run's points at several budgets are read off its one validation-loss curve);
+# ``base_cosine`` has base hyperparameters, short warmup and a cosine schedule decayed at each
+# budget, so each point is the end of a run.
+PORIAN_DATASETS = {"rw": "RefinedWeb", "owt2": "OpenWebText2"}
+PORIAN_SETTINGS = {
+    "tuned_const": "tuned hyperparameters, constant learning rate",
+    "base_cosine": "base hyperparameters, cosine decay to each budget",
+}
+
+
+def porian(dataset: str = "rw", setting: str = "tuned_const") -> Ladder:
+    """IsoFLOP points of Porian et al. 2024 (arXiv:2406.19146): N counts embeddings and the
+    output layer, D = budget / (6 N), loss is the validation loss at the budget."""
+    df = pd.read_csv(DATA / "porian_isoflops.csv")
+    df = df[(df["dataset"] == dataset) & (df["setting"] == setting)]
+    if df.empty:
+        raise KeyError(f"no Porian et al. runs for dataset={dataset!r}, setting={setting!r}")
+    return Ladder(
+        f"porian-{dataset}-{setting.replace('_', '-')}",
+        f"Porian et al. 2024 IsoFLOP sets on {PORIAN_DATASETS[dataset]} "
+        f"({PORIAN_SETTINGS[setting]}), {df['budget'].nunique()} budgets, {len(df)} runs",
+        _runs(df),
+    )
+
+
 def scalelab_cpu() -> Ladder:
     """The project's predictable-scaling ladder on 2 CPU cores and its three targets."""
     df = pd.read_csv(DATA / "scalelab_predictable_scaling_ladder.csv")
@@ -166,6 +193,7 @@ def all_ladders() -> list[Ladder]:
         datablations(),
         gpt3(),
         opt(),
+        *(porian(d, s) for d in PORIAN_DATASETS for s in PORIAN_SETTINGS),
         scalelab_cpu(),
         scalelab_cpu_v2(),
     ]
