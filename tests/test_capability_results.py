@@ -46,9 +46,11 @@ def suite_rows(compute: float, inverse: bool = False) -> pd.DataFrame:
     )
 
 
-@pytest.fixture
-def evaluated(workspace: Workspace) -> tuple[Workspace, list[str]]:
-    """The synthetic sweep in MLflow, each run with an ``eval-brackets.csv`` of known rates."""
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, list[str]]:
+    """The synthetic sweep in MLflow, each run with an ``eval-brackets.csv`` of known rates
+    (one store for the module's readers: a new one costs seconds)."""
+    workspace = Workspace.resolve(tmp_path_factory.mktemp("cap") / "ws").ensure()
     ids = make_experiment(workspace, "cap")
     client = tracking.client(workspace)
     for run_id, compute in zip(ids, synthetic_runs()["compute"], strict=True):
