@@ -299,3 +299,18 @@ def test_auto_fits_are_filed_under_auto_and_widen_by_the_benchmarks_form_error(t
     assert answer.calibration == pytest.approx({"per_decade": k, "decades": 3.0})
     got = answer.outputs["loss"]
     assert got.value == plain.value and got.lo < plain.lo and got.hi > plain.hi
+    # --loss: the compute a loss needs is as uncertain as the loss at that compute.
+    needs = auto.answer(loss=float(got.value))
+    bare = auto.boot.compute_for_loss(float(got.value))
+    widened = needs.outputs["compute"]
+    assert widened.value == pytest.approx(far, rel=1e-6)
+    assert widened.lo < bare.lo and widened.hi > bare.hi
+    assert needs.calibration == pytest.approx({"per_decade": k, "decades": 3.0}, rel=1e-6)
+    # The calibrated loss band at the interval's ends reaches the loss asked for.
+    low = auto.answer(compute=float(widened.lo)).outputs["loss"]
+    assert low.lo == pytest.approx(got.value, rel=0.01)
+    if math.isfinite(widened.hi):
+        high = auto.answer(compute=float(widened.hi)).outputs["loss"]
+        assert high.hi == pytest.approx(got.value, rel=0.01)
+    inside = auto.answer(loss=float(table.runs["loss"].median())).outputs["compute"]
+    assert inside == auto.boot.compute_for_loss(float(table.runs["loss"].median()))

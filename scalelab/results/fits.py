@@ -108,8 +108,9 @@ class Answer:
             )
         if self.calibration is not None:
             c = self.calibration
+            what = "compute" if self.question == "compute_for_loss" else "loss"
             out.append(
-                f"  the loss interval includes the law-form error measured on the forecasting "
+                f"  the {what} interval includes the law-form error measured on the forecasting "
                 f"benchmark: {c['per_decade']:.3g} (log) per decade x {c['decades']:.2f} decades"
             )
         out += [f"  NOT SUPPORTED by the fitted runs: {why}" for why in self.unsupported]
@@ -326,7 +327,10 @@ class StoredFit:
     def _compute_for_loss(self, loss: float, level: float | None) -> Answer:
         """The compute (and its compute-optimal N and D) a loss needs."""
         self._needs_compute_law(" alone: it cannot tell the compute a loss needs")
-        outputs = {"compute": self.boot.compute_for_loss(loss, level=level)}
+        needs, calibration = self._calibrated_compute(
+            self.boot.compute_for_loss(loss, level=level), loss
+        )
+        outputs = {"compute": needs}
         needed = float(outputs["compute"].value)
         if self.allocation is not None and math.isfinite(needed):
             outputs["n_params"] = self.allocation.n_opt(needed, level=level)
@@ -337,7 +341,7 @@ class StoredFit:
                 f"loss {loss:g} is at or below the law's floor "
                 f"{self.law.asymptote():.4g}: no compute reaches it"
             ]
-        return Answer("compute_for_loss", {"loss": loss}, outputs, ratio, warnings)
+        return Answer("compute_for_loss", {"loss": loss}, outputs, ratio, warnings, calibration)
 
     def _compute_optimal(self, compute: float, level: float | None) -> Answer:
         """The compute-optimal N and D at ``compute`` and their loss."""
@@ -396,6 +400,41 @@ class StoredFit:
         )
         widened = replace(prediction, lo=float(lo), hi=float(hi))
         return widened, {"per_decade": k, "decades": decades}
+
+    def _calibrated_compute(
+        self, needed: Prediction, loss: float
+    ) -> tuple[Prediction, dict[str, float] | None]:
+        """The compute interval for reaching ``loss`` widened as the loss intervals are: the
+        computes at which the calibrated loss band's lower and upper edges reach ``loss``
+        (an upper edge that never does leaves the interval open: ``hi = inf``)."""
+        top = float(self.data["max_compute"])
+        value = float(needed.value)
+        if self.form_error is None or not math.isfinite(value) or value <= top:
+            return needed, None
+        grid = np.geomspace(top, value * 1e6, 600)
+        band = self.boot.predict(compute=grid, level=needed.level)
+        decades = np.log10(grid / top)
+        lo, hi = self.form_error.widen(band.value, band.lo, band.hi, decades, needed.level)
+        c_lo = _first_below(grid, lo, loss)
+        c_hi = _first_below(grid, hi, loss)
+        widened = replace(needed, lo=min(float(needed.lo), c_lo), hi=max(float(needed.hi), c_hi))
+        k = self.form_error.per_decade(1.0, needed.level)
+        return widened, {"per_decade": k, "decades": math.log10(value / top)}
+
+
+def _first_below(grid: np.ndarray, edge: np.ndarray, loss: float) -> float:
+    """The first compute of ``grid`` where ``edge`` falls to ``loss`` (log-interpolated
+    between grid points); ``inf`` if it never does, ``grid[0]`` if it starts below."""
+    below = np.flatnonzero(edge <= loss)
+    if not len(below):
+        return math.inf
+    i = int(below[0])
+    if i == 0:
+        return float(grid[0])
+    x0, x1 = math.log(grid[i - 1]), math.log(grid[i])
+    y0, y1 = math.log(edge[i - 1]), math.log(edge[i])
+    t = (math.log(loss) - y0) / (y1 - y0) if y1 != y0 else 1.0
+    return float(math.exp(x0 + t * (x1 - x0)))
 
 
 def _what_to_fit(
