@@ -147,6 +147,16 @@ def test_learn_rule_finds_the_threshold_the_records_support() -> None:
     assert -0.01 <= rule.threshold <= 0.01
 
 
+def test_two_forms_with_the_same_errors_tie_without_failing() -> None:
+    recs = records()
+    twin = recs.assign(err_chinchilla_no_e=recs["err_chinchilla"])
+    for side in ("lo", "hi"):
+        twin[f"{side}90_chinchilla_no_e"] = twin[f"{side}90_chinchilla"]
+    assert learn_rule(twin).form in (None, "chinchilla", "chinchilla_no_e", "odds")
+    only = twin[twin["ladder"] == "d"]  # chinchilla and its twin win every forecast here
+    assert learn_rule(only).form == "chinchilla"  # the earlier candidate of the tie
+
+
 def test_each_fold_is_learned_without_its_held_out_ladder() -> None:
     recs = records()
     folds = leave_one_ladder_out(recs)

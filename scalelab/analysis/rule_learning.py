@@ -165,7 +165,8 @@ def _learn(records: pd.DataFrame, singles_only: bool = False) -> Rule:
     if singles_only:
         rules = [r for r in rules if r.form is not None]
     scored = [(r, _score(r, records, picks, errors, groups)) for r in rules]
-    best_single = min((s, r) for r, s in scored if r.form is not None)
+    # Ties (two forms with the same errors) go to the earlier candidate: Rules do not order.
+    best_single = min(((s, r) for r, s in scored if r.form is not None), key=lambda sr: sr[0])
     best_any = min(scored, key=lambda rs: rs[1])
     if best_any[1] < (1.0 - MARGIN) * best_single[0]:
         return best_any[0]
