@@ -24,7 +24,7 @@ from plotly.subplots import make_subplots
 from report import HERE, environment_line, interval, markdown_table, save_figure
 
 from scalelab.analysis import capability
-from scalelab.studies.capability import run_capability_study
+from scalelab.studies.capability import TOLERANCE, run_capability_study
 from scalelab.workspace import Workspace
 
 ROOT = HERE.parent
@@ -68,7 +68,7 @@ def outcome_rows(study: dict) -> pd.DataFrame:
                         "covered": "pending" if covered is None else ("yes" if covered else "NO"),
                     }
                 )
-    return pd.DataFrame(rows).fillna("–")
+    return pd.DataFrame(rows).astype(object).fillna("–")
 
 
 def greedy_rows(study: dict) -> pd.DataFrame:
@@ -78,7 +78,9 @@ def greedy_rows(study: dict) -> pd.DataFrame:
         mean_pass_rate=("pass_rate", "mean"),
         greedy_solved=("passed", "mean"),
     )
-    return out.reset_index().assign(compute=lambda d: d["compute"].map(lambda c: f"{c:.3g}"))
+    out = out.reset_index()
+    out.insert(1, "validation loss", out["compute"].map(study["losses"]))
+    return out.assign(compute=out["compute"].map(lambda c: f"{c:.3g}"))
 
 
 def flag_rows(study: dict) -> pd.DataFrame:
@@ -171,7 +173,7 @@ def figure(study: dict) -> go.Figure:
                     row=1,
                     col=col,
                 )
-        curves = capability.problem_curves(group)
+        curves = capability.problem_curves(group, tolerance=TOLERANCE)
         for _, curve in list(curves.groupby("problem"))[:60]:
             fig.add_trace(
                 go.Scatter(
@@ -189,11 +191,39 @@ def figure(study: dict) -> go.Figure:
                 row=2,
                 col=col,
             )
-        fig.update_xaxes(type="log", row=1, col=col)
+        fig.update_xaxes(type="log", exponentformat="power", row=1, col=col)
         fig.update_yaxes(type="log", row=1, col=col)
-        fig.update_xaxes(type="log", title_text="training FLOPs", row=2, col=col)
+        fig.update_xaxes(
+            type="log", exponentformat="power", title_text="training FLOPs", row=2, col=col
+        )
     fig.update_layout(template="plotly_white", height=700, legend={"font": {"size": 10}})
     return fig
+
+
+def trend_lines(study: dict) -> list[str]:
+    """What the targets measured against each other and against the ladder, per suite."""
+    table = study["per_problem"]
+    means = table.groupby(["suite", "compute"])["pass_rate"].mean()
+    targets = sorted(o.plan.compute_full for o in study["outcomes"] if o.target_run_id)
+    largest = float(study["frontier"]["compute_full"].max())
+    losses = study["losses"]
+    lines = []
+    for suite in sorted(table["suite"].unique()):
+        rates = means[suite]
+        if rates.max() <= capability.FLOOR:
+            lines.append(f"- {suite}: no run's mean pass rate is above 1e-6.")
+            continue
+        steps = [largest, *targets]
+        parts = [f"{c:.0e}: {rates[c]:.3g} (loss {losses[c]:.3f})" for c in steps]
+        notes = [
+            f"falls from {a:.0e} to {b:.0e}"
+            + (" while the loss falls" if losses[b] < losses[a] else "")
+            for a, b in zip(steps, steps[1:], strict=False)
+            if rates[b] < rates[a]
+        ]
+        verdict = "; ".join(notes) if notes else "rises at every step"
+        lines.append(f"- {suite}: mean pass rate {'; '.join(parts)}; it {verdict}.")
+    return lines
 
 
 def goal_lines(study: dict) -> list[str]:
@@ -260,6 +290,10 @@ def write_report(study: dict, command: str, running: str) -> str:
         *goal_lines(study),
         "",
         "## Pass rates measured",
+        "",
+        "The ladder's largest run and the targets, per suite:",
+        "",
+        *trend_lines(study),
         "",
         markdown_table(greedy_rows(study)),
         "",

@@ -145,8 +145,12 @@ def figure(study: dict) -> go.Figure:
     cells, front = study["cells"], study["frontier"]
     fig = make_subplots(
         rows=1,
-        cols=2,
-        subplot_titles=("Final loss against compute (full FLOPs)", "IsoFLOP profiles"),
+        cols=3,
+        subplot_titles=(
+            "Final loss against compute (full FLOPs)",
+            "IsoFLOP profiles",
+            "Largest trained target: loss during training",
+        ),
     )
     fig.add_trace(
         go.Scatter(
@@ -242,6 +246,25 @@ def figure(study: dict) -> go.Figure:
         row=1,
         col=2,
     )
+    if study["outcomes"]:
+        # The curve logged with the forecast (the frontier runs' shape scaled to the forecast)
+        # against the target's validation losses, as the GPT-4 report's Figure 1 draws it.
+        largest = max(study["outcomes"], key=lambda o: o.plan.compute_full)
+        curve = largest.curve
+        for column, colour, dash in (("predicted", "royalblue", "dot"), ("actual", "red", None)):
+            fig.add_trace(
+                go.Scatter(
+                    x=curve["fraction"],
+                    y=curve[column],
+                    mode="lines+markers",
+                    name=f"C={largest.plan.compute_full:.0e} {column}",
+                    line={"color": colour, "dash": dash},
+                ),
+                row=1,
+                col=3,
+            )
+        fig.update_xaxes(title_text="fraction of training", row=1, col=3)
+        fig.update_yaxes(title_text="validation loss (nats/byte)", row=1, col=3)
     fig.update_xaxes(type="log", title_text="training FLOPs (full count)", row=1, col=1)
     fig.update_yaxes(type="log", title_text="validation loss (nats/byte)", row=1, col=1)
     fig.update_xaxes(type="log", title_text="non-embedding parameters N", row=1, col=2)
@@ -294,7 +317,7 @@ def export_ladder(study: dict) -> str:
         corpus=run.data.params.get("corpus", ""),
         corpus_source=run.data.params.get("corpus_source", ""),
     )
-    out.to_csv(LADDER_CSV, index=False, float_format="%.6g")
+    out.to_csv(LADDER_CSV, index=False, float_format="%.10g")
     return str(LADDER_CSV)
 
 

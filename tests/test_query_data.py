@@ -284,6 +284,32 @@ def test_a_record_written_before_law_auto_still_reads(tmp_path: Path):
     assert answer.outputs["loss"].value == fit.law.predict(n_params=1e8, tokens=2e10)
 
 
+def test_auto_on_a_law_of_c_answers_n_and_d_at_their_compute_and_says_so(tmp_path: Path):
+    # Every run saw the same D: no law of N and D can be fitted, so auto falls back to a law
+    # of C, which still answers a planned N and D, as the frontier's loss at 6·N·D.
+    n = np.geomspace(1e6, 1e8, 8)
+    runs = pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(8)],
+            "n_params": n,
+            "tokens": 1e9,
+            "loss": 2 + 30 * n**-0.3,
+        }
+    )
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    table = read_csv_table(tmp_path / "runs.csv")
+    auto = fit_table(table, experiment="same-d", law="auto", n_resamples=4, n_jobs=1)
+    assert auto.choice is not None and auto.law.variables == ("compute",)
+    answer = auto.answer(params=1e9, tokens=1e10)
+    at_c = auto.answer(compute=6e19)
+    assert answer.question == "compute_optimal"
+    assert answer.outputs["loss"] == at_c.outputs["loss"]
+    assert "a law of C" in answer.warnings[0] and "6·N·D = 6e+19" in answer.warnings[0]
+    plain = fit_table(table, experiment="same-d", law="compute", n_resamples=4, n_jobs=1)
+    with pytest.raises(ValueError, match="give --compute"):
+        plain.answer(params=1e9, tokens=1e10)  # an explicit law of C is not second-guessed
+
+
 def test_auto_fits_are_filed_under_auto_and_widen_by_the_benchmarks_form_error(tmp_path: Path):
     table = read_csv_table(write_csv(tmp_path / "runs.csv"))
     auto = fit_table(table, experiment="syn", law="auto", n_resamples=4, n_jobs=1)

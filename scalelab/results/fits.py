@@ -296,6 +296,22 @@ class StoredFit:
             if params is not None or tokens is not None:
                 raise ValueError("give --compute alone, or --params with --tokens; not both")
             return self._compute_optimal(compute, level)
+        if (
+            self.choice is not None
+            and self.law.variables == ("compute",)
+            and params is not None
+            and tokens is not None
+        ):
+            # --law auto chose a law of C for these runs: it forecasts the compute-optimal
+            # frontier, which is the loss of the planned N and D only if they are near-optimal.
+            c = compute_6nd(params, tokens)
+            answer = self._compute_optimal(c, level)
+            note = (
+                f"law auto chose {self.law_key}, a law of C: this is the loss of the "
+                f"compute-optimal model at C = 6·N·D = {c:.3g}; N and D trained off the "
+                "optimum reach a higher loss (--law chinchilla_no_e answers for N and D)"
+            )
+            return replace(answer, warnings=[note, *answer.warnings])
         return self._loss(given, level)
 
     def _unsupported(self, answer: Answer) -> list[str]:

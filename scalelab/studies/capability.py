@@ -266,15 +266,23 @@ def run_capability_study(
         "per_problem": everything,
         "flags": problem_flags(everything),
         "outcomes": outcomes,
+        "losses": {
+            **dict(zip(front["compute_full"], front["loss"], strict=True)),
+            **{
+                o.plan.compute_full: _final(workspace, o.target_run_id, "loss")
+                for o in outcomes
+                if o.target_run_id is not None
+            },
+        },
         "seconds": {
-            o.target_run_id: _wall_time(workspace, o.target_run_id)
+            o.target_run_id: _final(workspace, o.target_run_id, "wall_time")
             for o in outcomes
             if o.target_run_id is not None
         },
     }
 
 
-def _wall_time(workspace: Workspace, run_id: str) -> float:
+def _final(workspace: Workspace, run_id: str, metric: str) -> float:
     from scalelab.results.forecasts import final_metrics
 
-    return float(final_metrics(workspace, run_id).get("wall_time", math.nan))
+    return float(final_metrics(workspace, run_id).get(metric, math.nan))
