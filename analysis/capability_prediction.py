@@ -24,7 +24,7 @@ from plotly.subplots import make_subplots
 from report import HERE, environment_line, interval, markdown_table, save_figure
 
 from scalelab.analysis import capability
-from scalelab.studies.capability import TOLERANCE, run_capability_study
+from scalelab.studies.capability import run_capability_study
 from scalelab.workspace import Workspace
 
 ROOT = HERE.parent
@@ -173,7 +173,7 @@ def figure(study: dict) -> go.Figure:
                     row=1,
                     col=col,
                 )
-        curves = capability.problem_curves(group, tolerance=TOLERANCE)
+        curves = capability.problem_curves(group, tolerance=capability.TOLERANCE)
         for _, curve in list(curves.groupby("problem"))[:60]:
             fig.add_trace(
                 go.Scatter(
@@ -340,7 +340,26 @@ def main() -> None:
     )
     targets = " ".join(f"{t:.0e}".replace("e+", "e") for t in args.targets)
     command = f"python analysis/capability_prediction.py --targets {targets}"
-    print(f"wrote {write_report(study, command, args.running)}")
+    report = write_report(study, command, args.running)
+    print(f"wrote {report} and {write_dashboard(study, workspace)}")
+
+
+def write_dashboard(study: dict, workspace: Workspace) -> str:
+    """A dashboard definition of the study's runs in the workspace, so that
+    ``scalelab dashboard --definition capability --workspace ...`` finds it."""
+    import yaml
+
+    definition = {
+        "title": "Capabilities of the capability ladder and its targets",
+        "description": f"Runs of MLflow experiment {study['spec'].experiment_name}: the best "
+        f"trial of each cell and the targets, evaluated on {', '.join(study['spec'].eval)}.",
+        "sources": [{"experiment": study["spec"].experiment_name}],
+        "panels": ["capability", "loss_vs_compute"],
+    }
+    path = workspace.dashboards_dir / "capability.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(definition, sort_keys=False))
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ pd = lazy_module("pandas")
 
 PER_PROBLEM_COLUMNS = ("run_id", "compute", "problem", "pass_rate")
 FLOOR = 1e-6  # pass rates below it count as it: log 0 has no place in a mean of logs
+# A larger compute doing worse by more than this (in pass rate) marks a problem non-monotone;
+# smaller dips are sampling noise of the evaluation, not inverse scaling.
+TOLERANCE = 0.02
 
 
 def gpt4_law() -> PowerLaw:

@@ -824,8 +824,8 @@ def optuna_intermediate(views: list[SourceView], definition: DashboardDefinition
 # ---- capabilities ------------------------------------------------------------------------------
 def capability(views: list[SourceView], definition: DashboardDefinition) -> Made:
     """Per source and suite: each problem's pass rate against compute (red where a larger run
-    does worse), and the GPT-4 report's aggregate, −mean log pass rate over the problems the
-    smallest runs solve, with the law A·C^-k fitted to it."""
+    does worse by more than ``capability.TOLERANCE``), and the GPT-4 report's aggregate,
+    −mean log pass rate over the problems the smallest runs solve, with A·C^-k fitted to it."""
     from scalelab.analysis import capability as cap
     from scalelab.analysis.fit import fit_law
 
@@ -840,7 +840,7 @@ def capability(views: list[SourceView], definition: DashboardDefinition) -> Made
                 cols=2,
                 subplot_titles=("per-problem pass rate", "−mean log pass rate (solvable)"),
             )
-            curves = cap.problem_curves(table)
+            curves = cap.problem_curves(table, tolerance=cap.TOLERANCE)
             for problem, curve in curves.groupby("problem"):
                 flagged = bool(curve["non_monotone"].iloc[0])
                 fig.add_trace(

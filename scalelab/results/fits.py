@@ -461,6 +461,12 @@ def _what_to_fit(
     from scalelab.analysis.chooser import FORMS, choose_form, form_points
 
     if law == AUTO_LAW:
+        from scalelab.analysis.runs import prepare_runs
+
+        # The same checks as a fit of every run, whatever form is chosen: a frontier form
+        # sees one run per budget and would hide, e.g., a CSV's duplicated rows.
+        read = [c for c in ("n_params", "tokens", "compute") if c in table.runs]
+        prepare_runs(table.runs, read, context="the runs")
         has_curves = table.curves is not None and not table.curves.empty
         choice = choose_form(table.runs, has_curves=has_curves)
         form = choice.form

@@ -43,7 +43,6 @@ from scalelab.workspace import Workspace
 
 LEVEL = 0.9
 RESAMPLES = 400
-TOLERANCE = 0.02  # a pass rate this much below an earlier one marks a problem non-monotone
 ABRUPT = 0.5  # a pass rate that rises by this much between neighbouring computes
 
 
@@ -101,11 +100,11 @@ def actual_values(table: pd.DataFrame, problems: Sequence[str] | None) -> dict[s
 
 def problem_flags(table: pd.DataFrame) -> pd.DataFrame:
     """Per suite and problem: ``non_monotone`` (a larger compute does worse by more than
-    ``TOLERANCE``), ``abrupt`` (the pass rate rises by ``ABRUPT`` or more between neighbouring
-    computes) and the pass rates at the smallest and largest compute."""
+    ``capability.TOLERANCE``), ``abrupt`` (the pass rate rises by ``ABRUPT`` or more between
+    neighbouring computes) and the pass rates at the smallest and largest compute."""
     rows = []
     for suite, group in table.groupby("suite"):
-        curves = capability.problem_curves(group, tolerance=TOLERANCE)
+        curves = capability.problem_curves(group, tolerance=capability.TOLERANCE)
         for problem, curve in curves.groupby("problem"):
             rates = curve["pass_rate"].to_numpy()
             rows.append(
