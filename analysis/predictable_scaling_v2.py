@@ -321,6 +321,12 @@ def export_ladder(study: dict) -> str:
     return str(LADDER_CSV)
 
 
+def logged_laws(study: dict) -> list[str]:
+    """The primary law of every forecast, as its MLflow record holds it."""
+    forecasts = [o.forecast for o in study["outcomes"]] + [p["forecast"] for p in study["pending"]]
+    return list(dict.fromkeys(f.candidate for f in forecasts))
+
+
 def write_report(study: dict, command: str, running: str) -> str:
     spec, cells, front = study["spec"], study["cells"], study["frontier"]
     selection, noise = study["selection"], study["noise"]
@@ -367,11 +373,16 @@ def write_report(study: dict, command: str, running: str) -> str:
         "",
         "## Forecasts and outcomes",
         "",
-        "Primary: the law `scalelab fit --law auto` chooses, by the forecasting benchmark's "
-        "rule, with its calibrated interval (bootstrap of the fit combined with the "
-        "benchmark's conformal form error per decade). Chosen without looking at any target:",
+        "Primary: the law `scalelab fit --law auto` chose, by the forecasting benchmark's "
+        "rule as it stood when the forecasts were logged, with its calibrated interval "
+        "(bootstrap of the fit combined with the benchmark's conformal form error per "
+        "decade). Chosen without looking at any target; the law each forecast run records:",
         "",
-        f"> {selection.choice.line() if selection.choice else selection.chosen.name}",
+        *[f"> {law}" for law in logged_laws(study)],
+        "",
+        "The rule today, refitted since on the benchmark with this ladder in it (scored "
+        "leave-one-ladder-out there), would choose: "
+        f"{selection.choice.line() if selection.choice else selection.chosen.name}.",
         "",
         markdown_table(forecast_rows(study)),
         "",
