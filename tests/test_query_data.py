@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +318,11 @@ def test_auto_fits_are_filed_under_auto_and_widen_by_the_benchmarks_form_error(t
     store = FitStore(Workspace.resolve(tmp_path / "ws"))
     store.save(auto)
     assert store.latest("syn", "auto").choice == auto.choice
+    cached = store.for_data(auto.data["fingerprint"], "auto", None)
+    assert cached is not None and cached.choice == auto.choice
+    # A fit cached under an older rule is not reused: the benchmark refitted auto's rule.
+    store.save(replace(auto, choice=replace(auto.choice, rule="always chinchilla")))
+    assert store.for_data(auto.data["fingerprint"], "auto", None) is None
     far = 1e3 * auto.data["max_compute"]
     answer = auto.answer(compute=far)
     plain = auto.boot.predict(compute=far)

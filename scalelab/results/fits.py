@@ -636,7 +636,15 @@ class FitStore:
         self, fingerprint: str, law: str, exclude_before: float | None
     ) -> StoredFit | None:
         path = self.data_path(fingerprint, law, exclude_before)
-        return self.read(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        fit = self.read(path)
+        if fit.choice is not None:
+            from scalelab.analysis.chooser import stored_rule
+
+            if fit.choice.rule != stored_rule().describe():
+                return None  # auto's rule was refitted since: choose (and fit) again
+        return fit
 
     def json_cache(self, kind: str, key: dict[str, Any]) -> Path:
         """Path of a cached result of ``kind`` (e.g. a backtest) keyed by ``key``."""
