@@ -83,7 +83,9 @@ def test_predict_answers_a_capability_with_an_interval(evaluated) -> None:
     answer = json.loads(out.stdout)
     truth = ALPHA * 1e16**-K  # 100x beyond the largest run
     assert answer["value"] == pytest.approx(truth, rel=1e-3)
-    assert answer["lo"] <= answer["value"] <= answer["hi"]
+    # Exact data: the bootstrap's interval may shrink to the point (within rounding).
+    assert answer["lo"] <= answer["value"] * (1 + 1e-9)
+    assert answer["value"] <= answer["hi"] * (1 + 1e-9)
     assert answer["problems"] == list(range(PROBLEMS))  # the inverse one is never solved
     out = scalelab([*args, "--metric", "pass_at_1.brackets"], ws.root)
     assert out.returncode == 0, out.stderr
