@@ -69,6 +69,11 @@ def solvable_problems(per_problem: pd.DataFrame, floor: float = FLOOR) -> list[s
     return sorted(solved.index[solved > floor])
 
 
+def mean_log_pass(rates: np.ndarray, floor: float = FLOOR) -> float:
+    """−mean log pass rate of one run over some problems, rates floored at ``floor``."""
+    return float(-np.mean(np.log(np.maximum(np.asarray(rates, dtype=float), floor))))
+
+
 def capability_runs(per_problem: pd.DataFrame, floor: float = FLOOR) -> pd.DataFrame:
     """One row per run: ``run_id``, ``compute`` and ``loss`` = −mean log pass_rate over the
     problems the smallest runs solve (pass rates floored at ``floor``), for ``gpt4_law``."""
@@ -81,7 +86,7 @@ def capability_runs(per_problem: pd.DataFrame, floor: float = FLOOR) -> pd.DataF
         )
     df = df[df["problem"].isin(keep)]
     loss = df.groupby(["run_id", "compute"])["pass_rate"].apply(
-        lambda p: float(-np.mean(np.log(np.maximum(p.to_numpy(), floor))))
+        lambda p: mean_log_pass(p.to_numpy(), floor)
     )
     out = loss.rename("loss").reset_index()
     if (out["loss"] <= 0).any():

@@ -94,7 +94,7 @@ def actual_values(table: pd.DataFrame, problems: Sequence[str] | None) -> dict[s
     }
     if problems:
         kept = table[table["problem"].isin(problems)]["pass_rate"].to_numpy(dtype=float)
-        out["gpt4"] = float(-np.mean(np.log(np.maximum(kept, capability.FLOOR))))
+        out["gpt4"] = capability.mean_log_pass(kept)
     return out
 
 
