@@ -19,13 +19,19 @@ from forecast_ladders import Ladder
 
 from scalelab.analysis import bootstrap, fit_law
 from scalelab.analysis.calibration import BIN_LABELS, distance_bin
-from scalelab.analysis.chooser import FORMS, Form, form_points, frontier_points, ladder_features
+from scalelab.analysis.chooser import (
+    FORMS,
+    MIN_FRONTIER,
+    Form,
+    form_points,
+    frontier_points,
+    ladder_features,
+)
 from scalelab.analysis.laws import law_for_key
 
 RATIOS = (10.0, 30.0, 100.0, 1000.0)
 LEVELS = (0.5, 0.68, 0.8, 0.9, 0.95)
 MAX_TARGETS = 3  # held-out frontier runs per ladder and ratio, evenly spaced in compute
-MIN_FRONTIER = 4  # a fit needs this many frontier points (3-parameter forms plus one)
 MIN_RUNS = 4
 
 

@@ -13,7 +13,9 @@ import pytest
 from scalelab.analysis.calibration import BIN_LABELS, FormError, conformal_quantile
 from scalelab.analysis.chooser import (
     FORMS,
+    MIN_FRONTIER,
     RULE_PATH,
+    SHORT_FRONTIER_FORM,
     Rule,
     choose_form,
     frontier_points,
@@ -85,6 +87,22 @@ def test_a_form_that_cannot_be_fitted_falls_back() -> None:
     assert choose_form(grid_ladder(near_a_floor), rule=ckpt, has_curves=True).form.name == (
         "chinchilla_ckpt30"
     )
+
+
+def test_a_frontier_too_short_for_a_frontier_form_falls_back_to_a_law_of_every_run() -> None:
+    # Three budgets (as the quickstart sweeps): a 3-parameter fit to 3 points has no residual
+    # and its E runs to a bound; the rule was never learned on fewer than MIN_FRONTIER points.
+    three = grid_ladder(plateau_bend, budgets=BUDGETS[: MIN_FRONTIER - 1])
+    chose = choose_form(three, rule=BEND)
+    assert chose.form.name == SHORT_FRONTIER_FORM
+    assert f"frontier has {MIN_FRONTIER - 1} points" in chose.reason and "fell back" in chose.reason
+    # One budget more and the rule's own choice stands.
+    assert choose_form(grid_ladder(plateau_bend, BUDGETS[:MIN_FRONTIER]), rule=BEND).form.name == (
+        "odds"
+    )
+    # Neither a frontier form nor a law of N and D fits: the rule's fallback is tried anyway.
+    fixed_d = three.assign(tokens=3e9)
+    assert choose_form(fixed_d, rule=BEND).form.name == BEND.fallback
 
 
 def test_conformal_quantile_and_the_widening_by_the_measured_term() -> None:

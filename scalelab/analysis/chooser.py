@@ -17,7 +17,8 @@ the ladder being forecast, from features of the runs a fit would see:
 
 The rule is data (:data:`RULE_PATH`, written by the benchmark and committed): one form, or a
 threshold on one feature with a form on each side, and a fallback for a form that cannot be
-fitted to the runs (Chinchilla needs two distinct N and D; checkpoints need curves).
+fitted to the runs (Chinchilla needs two distinct N and D; checkpoints need curves; a
+frontier form needs :data:`MIN_FRONTIER` points, as every fit the rule was learned from had).
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ pd = lazy_module("pandas")
 
 RULE_PATH = Path(__file__).with_name("forecast_rule.json")
 FEATURES: tuple[str, ...] = ("n_frontier", "span", "curvature", "slope")
+# A frontier form's fit needs this many points (three parameters plus one); the benchmark
+# forecasts only from training sets that have them, so the rule knows nothing below it.
+MIN_FRONTIER = 4
+# What a frontier too short for the rule's form falls back to when N and D both vary: a law
+# of every run, not of the few budgets' best runs.
+SHORT_FRONTIER_FORM = "chinchilla_no_e"
 
 
 @dataclass(frozen=True)
@@ -239,14 +246,28 @@ def choose_form(
     name, why = rule.pick(features)
     if can_fit_nd is None:
         can_fit_nd = all(c in runs and runs[c].nunique() > 1 for c in ("n_params", "tokens"))
+
+    def unfit(form: Form) -> str:
+        """Why ``form`` cannot be fitted to these runs ("" if it can)."""
+        if form.exclude_before is not None and not has_curves:
+            return "the runs have no training curves"
+        if form.points == "all" and not can_fit_nd:
+            return "N or D takes a single value"
+        if form.points == "frontier" and features["n_frontier"] < MIN_FRONTIER:
+            return (
+                f"the frontier has {features['n_frontier']:.0f} points"
+                f" (a frontier form needs {MIN_FRONTIER})"
+            )
+        return ""
+
     form = FORMS[name]
-    missing = ""
-    if form.exclude_before is not None and not has_curves:
-        missing = "the runs have no training curves"
-    elif form.points == "all" and not can_fit_nd:
-        missing = "N or D takes a single value"
+    missing = unfit(form)
     if missing:
-        why = f"{why}, but {missing}: fell back to {rule.fallback}"
-        form = FORMS[rule.fallback]
+        # The rule's fallback, else a law of every run; if neither fits, the rule's fallback
+        # is tried anyway and its fit says what it lacks.
+        options = (rule.fallback, SHORT_FRONTIER_FORM)
+        fallback = next((o for o in options if not unfit(FORMS[o])), rule.fallback)
+        why = f"{why}, but {missing}: fell back to {fallback}"
+        form = FORMS[fallback]
     reason = f"{why} (rule: {rule.describe()}; learned leave-one-ladder-out on published ladders)"
     return Choice(form, reason, features, rule.describe())
