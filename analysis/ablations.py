@@ -7,7 +7,8 @@ L(C) = E + A·C^-alpha to each variant's best trial per size with bootstrap inte
 ``analysis/ablations.md`` and its figure: each variant's exponent, the compute multiplier the
 ablation costs at the largest size (the compute the ablated model needs to reach the full
 model's loss there, over the full model's compute), and how many trials diverged, by size.
-Run: ``python analysis/ablations.py [--spec sweeps/ablations.yaml] [--workers 2]``.
+Run: ``python analysis/ablations.py [--spec sweeps/ablations.yaml] [--workers 2]
+[--workspace analysis/ablation-runs]``.
 ``--variants gpt2 llama --stem architectures`` compares any variants the same way (the first is
 the reference), e.g. the LLaMA-style design against GPT-2 on the same corpus and budgets.
 """
@@ -15,6 +16,7 @@ the reference), e.g. the LLaMA-style design against GPT-2 on the same corpus and
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -90,6 +92,63 @@ def diverged(sweep: object) -> dict[str, int]:
     return out
 
 
+def finding(
+    variant: str,
+    points: pd.DataFrame,
+    full: str,
+    point: float,
+    band: tuple[float, float],
+    failed: dict[str, int],
+) -> str:
+    """One sentence per ablation: its loss against the full model's at each size, what it
+    costs at the largest, and whether it trained at every size."""
+    both = points.pivot_table(index="n_params", columns="variant", values="loss")
+    if variant not in both or full not in both:
+        return f"{variant}: no size trained by both it and {full}"
+    gaps = (both[variant] / both[full] - 1).dropna()
+    trend = (
+        f"its loss is {gaps.iloc[0]:+.1%} against {full}'s at the smallest common size and "
+        f"{gaps.iloc[-1]:+.1%} at the largest"
+    )
+    if math.isinf(point):
+        cost = f"its fitted floor lies above {full}'s loss at the largest compute (no finite cost)"
+    else:
+        cost = (
+            f"it needs {point:.3g}x the compute (90%: {interval(*band, 3)}) to match {full} there"
+        )
+    stops = sum(failed.values())
+    trains = (
+        f"{stops} of its trials diverged ({', '.join(f'{z}: {n}' for z, n in failed.items() if n)})"
+        if stops
+        else "every one of its trials trained (none diverged)"
+    )
+    return f"**{variant}**: {trend}; {cost}; {trains}."
+
+
+def mup_section() -> str:
+    """The μP transfer figure and its measured drift, from ``analysis/mup_transfer.py``."""
+    record = json.loads((HERE / "mup-transfer.json").read_text())
+    widths = record["widths"]
+    lines = [
+        f"- {p}: best learning rate by width "
+        + ", ".join(f"{w}: {lr:.3g}" for w, lr in zip(widths, record["best_lr"][p], strict=True))
+        + f"; drift {record['drift_grid_steps'][p]:+d} grid steps from width {widths[0]} to "
+        f"{widths[-1]}; reusing width {widths[0]}'s rate at width {widths[-1]} costs "
+        f"{record['reuse_gap'][p]:.1%} of loss"
+        for p in ("standard", "mup")
+    ]
+    return f"""
+## μP learning-rate transfer
+
+Loss against learning rate at {len(widths)} widths, with and without μP, from
+`analysis/mup_transfer.py` (details and the full grid: [mup-transfer.md](mup-transfer.md)).
+
+{chr(10).join(lines)}
+
+![mup-transfer](mup-transfer.png)
+"""
+
+
 def figure(points: pd.DataFrame, fits: dict[str, BootstrapResult]) -> go.Figure:
     fig = go.Figure()
     grid = np.geomspace(points["compute"].min() / 2, points["compute"].max() * 10, 100)
@@ -127,8 +186,15 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=500)
     parser.add_argument("--variants", nargs="+", default=list(ABLATIONS))
     parser.add_argument("--stem", default="ablations", help="report name under analysis/")
+    parser.add_argument("--workspace", default=str(HERE / "ablation-runs"))
+    parser.add_argument(
+        "--mup", action="store_true", help="add the μP transfer figure (analysis/mup_transfer.py)"
+    )
+    parser.add_argument(
+        "--running", default="nothing else", help="what else ran on the machine, for the report"
+    )
     args = parser.parse_args()
-    workspace = Workspace.resolve()
+    workspace = Workspace.resolve(args.workspace)
     variants, full = args.variants, args.variants[0]
     sweeps = train(args.spec, variants, workspace, args.workers)
     experiment = next(iter(sweeps.values())).spec.experiment_name
@@ -145,7 +211,7 @@ def main() -> None:
         fit = fit_law(mine, "power_law")
         fits[variant] = bootstrap(fit, mine, n_resamples=args.resamples, seed=0)
     c_max = points.loc[points["variant"] == full, "compute"].max()
-    rows = []
+    rows, findings = [], []
     for variant, result in fits.items():
         ci = result.param_intervals().loc["alpha"]
         samples = [
@@ -153,19 +219,21 @@ def main() -> None:
             for full, ablated in zip(fits[full].sample_laws(), result.sample_laws(), strict=False)
         ]
         lo, hi = order_interval(samples)
+        point = multiplier(fits[full].law, result.law, c_max)
+        failed = diverged(sweeps[variant])
         rows.append(
             {
                 "variant": variant,
                 "alpha": ci["estimate"],
                 "alpha 90%": interval(ci["lo"], ci["hi"], 3),
                 "E": result.law.params["E"],
-                f"multiplier at C={c_max:.2g}": multiplier(fits[full].law, result.law, c_max),
+                f"multiplier at C={c_max:.2g}": point,
                 "multiplier 90%": interval(lo, hi, 3),
-                "diverged trials by size": ", ".join(
-                    f"{size} {n}" for size, n in diverged(sweeps[variant]).items()
-                ),
+                "diverged trials by size": ", ".join(f"{z} {n}" for z, n in failed.items()),
             }
         )
+        if variant != full:
+            findings.append(finding(variant, points, full, point, (lo, hi), failed))
     table = points.assign(loss=points["loss"].map(fmt))[
         ["variant", "cell", "n_params", "tokens", "compute", "lr", "loss", "run_id"]
     ]
@@ -181,13 +249,16 @@ variant's fitted floor E lies above it). Generated by `analysis/ablations.py`.
 
 {markdown_table(pd.DataFrame(rows))}
 
-{link}
+{chr(10).join(f"- {line}" for line in findings)}
 
+{link}
+{mup_section() if args.mup else ""}
 ## Points
 
 {markdown_table(table)}
 
-{environment_line()}
+Trials trained on {args.workers} worker(s), one torch thread each; also running on the
+machine: {args.running}. {environment_line()}
 """
     (HERE / f"{args.stem}.md").write_text(text)
     print(f"wrote {HERE / f'{args.stem}.md'}")
