@@ -122,6 +122,14 @@ def finding(
         if stops
         else "every one of its trials trained (none diverged)"
     )
+    own = both[variant].dropna()
+    worse = [
+        f"{small:.3g} → {large:.3g} parameters ({own[small]:.4g} → {own[large]:.4g})"
+        for small, large in zip(own.index[:-1], own.index[1:], strict=True)
+        if own[large] > own[small]
+    ]
+    if worse:
+        trains += "; but its best loss rises with size at " + ", ".join(worse)
     return f"**{variant}**: {trend}; {cost}; {trains}."
 
 

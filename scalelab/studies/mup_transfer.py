@@ -5,8 +5,10 @@ Each (parametrisation, width, lr) trains a fixed-depth GPT from the same seed on
 batches for a few dozen Adam steps (``adamw_with_schedule``: the groups and schedule every
 run uses) and scores it on a fixed validation set. Width changes d_model only (depth, heads,
 context and batch fixed), so d_head grows with width and μP's 1/d_head attention matters. A
-plain loop rather than tracked runs: the grid is hundreds of tiny runs, where a Lightning
-Trainer and an MLflow run each would cost more than the training.
+plain loop rather than Lightning: the grid is many tiny runs, where a Trainer would cost more
+than the training. :func:`tracked_grids` records every point as an MLflow run (its settings,
+its training-loss curve and its validation loss) and reads the grids back from those runs, so
+a report's curves are runs a reader can open; a point already recorded is not trained again.
 
 Transfer is read off the grid: the best learning rate's index at each width, and the drift
 from the base width to the widest, in grid steps.
@@ -14,15 +16,22 @@ from the base width to the widest, in grid steps.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
-from scalelab.data import RandomWindows, val_windows
+from scalelab.data import RandomWindows, TokenData, val_windows
 from scalelab.model import GPT, GPTConfig
 from scalelab.training.optim import adamw_with_schedule
+from scalelab.workspace import Workspace
+
+EXPERIMENT = "mup-transfer"
+PARAMETRISATIONS = ("standard", "mup")
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,11 @@ def final_loss(
     lr: float,
     base_width: int | None,
     settings: GridSettings,
+    curve: list[float] | None = None,
 ) -> float:
     """Validation loss (nats/token) after ``settings.steps`` steps; ``inf`` if training
-    diverged. ``base_width`` None: the standard parametrisation."""
+    diverged. ``base_width`` None: the standard parametrisation. Each step's training loss is
+    appended to ``curve`` when given."""
     torch.manual_seed(settings.seed)
     cfg = GPTConfig(
         variant=settings.variant,
@@ -72,6 +83,8 @@ def final_loss(
     for _ in range(settings.steps):
         x, y = next(stream)
         _, loss = model(x, y)
+        if curve is not None:
+            curve.append(loss.item())
         if not torch.isfinite(loss):
             return math.inf  # diverged
         loss.backward()
@@ -129,3 +142,107 @@ def lr_grid(
         for w in widths
     )
     return Transfer(widths, lrs, losses)
+
+
+def settings_hash(settings: GridSettings, corpus_hash: str) -> str:
+    """What makes two grid points comparable: the fixed settings and the corpus."""
+    payload = json.dumps({**asdict(settings), "corpus": corpus_hash}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def tracked_grids(
+    data: TokenData,
+    widths: tuple[int, ...],
+    lrs: tuple[float, ...],
+    settings: GridSettings,
+    workspace: Workspace,
+    experiment: str = EXPERIMENT,
+) -> tuple[dict[str, Transfer], dict[tuple[str, int, float], str]]:
+    """Both parametrisations' grids (μP's base width is ``widths[0]``), every point an MLflow
+    run in ``experiment``; returns the grids read back from the runs and each point's run id.
+    Points with a finished run of the same settings and corpus are reused, not trained."""
+    from scalelab.results import tracking
+
+    client = tracking.client(workspace)
+    experiment_id = tracking.ensure_experiment(experiment, workspace)
+    key = settings_hash(settings, data.corpus_hash)
+    for name in PARAMETRISATIONS:
+        base = widths[0] if name == "mup" else None
+        done = recorded(client, experiment_id, key)
+        for width in widths:
+            for lr in lrs:
+                if (name, width, lr) in done:
+                    continue
+                curve: list[float] = []
+                loss = final_loss(
+                    data.train, data.val, data.vocab_size, width, lr, base, settings, curve
+                )
+                point = {"parametrization": name, "d_model": width, "lr": lr}
+                _record(
+                    client, experiment_id, key, data.corpus_hash, point, base, settings, curve, loss
+                )
+    runs = recorded(client, experiment_id, key)
+    grids = {
+        name: Transfer(
+            widths, lrs, tuple(tuple(runs[(name, w, lr)][1] for lr in lrs) for w in widths)
+        )
+        for name in PARAMETRISATIONS
+    }
+    return grids, {point: run_id for point, (run_id, _) in runs.items()}
+
+
+def recorded(
+    client: Any, experiment_id: str, key: str
+) -> dict[tuple[str, int, float], tuple[str, float]]:
+    """(parametrisation, d_model, lr) -> (run id, validation loss; inf: diverged) of the
+    finished grid runs with settings hash ``key``."""
+    out = {}
+    for run in client.search_runs(
+        [experiment_id],
+        f"tags.settings_hash = '{key}' and attributes.status = 'FINISHED'",
+        max_results=10_000,
+    ):
+        params = run.data.params
+        point = (params["parametrization"], int(params["d_model"]), float(params["lr"]))
+        out[point] = (run.info.run_id, run.data.metrics.get("loss", math.inf))
+    return out
+
+
+def _record(
+    client: Any,
+    experiment_id: str,
+    key: str,
+    corpus_hash: str,
+    point: dict[str, Any],
+    base_width: int | None,
+    settings: GridSettings,
+    curve: list[float],
+    loss: float,
+) -> str:
+    """One grid point as a finished MLflow run: its settings as params, ``train/loss`` per
+    step, ``loss`` (absent, and the tag ``outcome: diverged``, when training diverged)."""
+    from mlflow.entities import Metric
+
+    from scalelab.results import tracking
+
+    name = f"{point['parametrization']}-d{point['d_model']}-lr{point['lr']:.3g}"
+    diverged = not math.isfinite(loss)
+    run_id = tracking.create_run(
+        client,
+        experiment_id,
+        name=name,
+        tags={
+            "kind": EXPERIMENT,
+            "settings_hash": key,
+            "corpus_hash": corpus_hash,
+            "outcome": "diverged" if diverged else "completed",
+        },
+        params={**asdict(settings), **point, "mup_base_width": base_width},
+    )
+    metrics = [Metric("train/loss", v, 0, step) for step, v in enumerate(curve) if math.isfinite(v)]
+    if not diverged:
+        metrics.append(Metric("loss", loss, 0, len(curve)))
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
