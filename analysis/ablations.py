@@ -133,6 +133,18 @@ def finding(
     return f"**{variant}**: {trend}; {cost}; {trains}."
 
 
+def at_edge(points: pd.DataFrame, lrs: list[float]) -> str:
+    """The sizes whose best learning rate is the grid's lowest or highest (a better one may lie
+    beyond it)."""
+    if len(lrs) < 2:
+        return "–"
+    low, high = min(lrs), max(lrs)
+    edge = points[np.isclose(points["lr"], low) | np.isclose(points["lr"], high)]
+    return f"{len(edge)} of {len(points)}" + (
+        f" ({', '.join(edge['cell'].str.split('-').str[0])})" if len(edge) else ""
+    )
+
+
 def mup_section() -> str:
     """The μP transfer figure and its measured drift, from ``analysis/mup_transfer.py``."""
     record = json.loads((HERE / "mup-transfer.json").read_text())
@@ -219,6 +231,8 @@ def main() -> None:
         fit = fit_law(mine, "power_law")
         fits[variant] = bootstrap(fit, mine, n_resamples=args.resamples, seed=0)
     c_max = points.loc[points["variant"] == full, "compute"].max()
+    lrs = yaml.safe_load(args.spec.read_text())["search"].get("lr", [])
+    lrs = [float(x) for x in lrs] if isinstance(lrs, list) else []
     rows, findings = [], []
     for variant, result in fits.items():
         ci = result.param_intervals().loc["alpha"]
@@ -238,6 +252,7 @@ def main() -> None:
                 f"multiplier at C={c_max:.2g}": point,
                 "multiplier 90%": interval(lo, hi, 3),
                 "diverged trials by size": ", ".join(f"{z} {n}" for z, n in failed.items()),
+                "best lr at the grid's edge": at_edge(points[points["variant"] == variant], lrs),
             }
         )
         if variant != full:
