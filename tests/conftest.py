@@ -11,8 +11,16 @@ import pytest
 
 from scalelab.workspace import Workspace
 
-# Tests run on the CPU with two threads (the CI machine's cores), deterministically.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests run on the CPU, deterministically, in two worker processes (pytest-xdist, pyproject's
+# addopts) on the CI machine's two cores: one torch thread each, since threads beyond the free
+# cores spin-wait for each other; run in one process (-n 0), two threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``longest`` first, so that the workers end together rather than one
+    waiting on a long test it reached late."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 @pytest.mark.timeout(1200)
 def test_reduced_study_forecasts_a_100x_run_before_training_it(
     workspace: Workspace, tmp_path: Path
