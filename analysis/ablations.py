@@ -102,16 +102,15 @@ def finding(
 ) -> str:
     """One sentence per ablation: its loss against the full model's at each size, what it
     costs at the largest, and whether it trained at every size."""
-    # Cells by name (a variant's exact N differs slightly at the same shape),
-    # smallest first.
+    # Cells by name (a variant's N differs from GPT-2's at the same shape), smallest first.
     order = points.groupby("cell")["n_params"].mean().sort_values().index
     both = points.pivot_table(index="cell", columns="variant", values="loss").reindex(order)
     gaps = (both.get(variant) / both.get(full) - 1).dropna() if variant in both else []
     if len(gaps) == 0:
         return f"**{variant}**: no size trained by both it and {full}"
     trend = (
-        f"its loss is {gaps.iloc[0]:+.1%} against {full}'s at the smallest common size and "
-        f"{gaps.iloc[-1]:+.1%} at the largest"
+        f"its loss is {gaps.iloc[0]:+.1%} against {full}'s in the smallest cell (same shape, "
+        f"its own N) and {gaps.iloc[-1]:+.1%} in the largest"
     )
     if math.isinf(point):
         cost = f"its fitted floor lies above {full}'s loss at the largest compute (no finite cost)"
@@ -125,11 +124,12 @@ def finding(
         if stops
         else "every one of its trials trained (none diverged)"
     )
-    own = both[variant].dropna()
+    # Ordered by the variant's own N: an ablation's cells need not keep the spec's order.
+    own = points[points["variant"] == variant].sort_values("n_params")
     worse = [
-        f"{small} → {large} ({own[small]:.4g} → {own[large]:.4g})"
-        for small, large in zip(own.index[:-1], own.index[1:], strict=True)
-        if own[large] > own[small]
+        f"N {a.n_params:.3g} → {b.n_params:.3g} ({a.loss:.4g} → {b.loss:.4g})"
+        for a, b in zip(own.iloc[:-1].itertuples(), own.iloc[1:].itertuples(), strict=True)
+        if b.loss > a.loss
     ]
     if worse:
         trains += "; but its best loss rises with size at " + ", ".join(worse)

@@ -162,6 +162,17 @@ def create_run(
     return run_id
 
 
+def log_series(mlflow_client: MlflowClient, run_id: str, series: dict[str, list[float]]) -> None:
+    """Log each name's values as that metric at steps 0, 1, ... (in batches MLflow accepts)."""
+    from mlflow.entities import Metric
+
+    metrics = [
+        Metric(k, v, 0, step) for k, values in series.items() for step, v in enumerate(values)
+    ]
+    for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+        mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
 def log_json_artifact(
     mlflow_client: MlflowClient, run_id: str, payload: dict[str, Any], name: str
 ) -> None:

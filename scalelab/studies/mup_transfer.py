@@ -221,8 +221,6 @@ def _record(
 ) -> str:
     """One grid point as a finished MLflow run: its settings as params, ``train/loss`` per
     step, ``loss`` (absent, and the tag ``outcome: diverged``, when training diverged)."""
-    from mlflow.entities import Metric
-
     from scalelab.results import tracking
 
     name = f"{point['parametrization']}-d{point['d_model']}-lr{point['lr']:.3g}"
@@ -239,10 +237,10 @@ def _record(
         },
         params={**asdict(settings), **point, "mup_base_width": base_width},
     )
-    metrics = [Metric("train/loss", v, 0, step) for step, v in enumerate(curve) if math.isfinite(v)]
+    # A diverged run's curve ends at its first non-finite loss, which MLflow is not given.
+    series = {"train/loss": [v for v in curve if math.isfinite(v)]}
     if not diverged:
-        metrics.append(Metric("loss", loss, 0, len(curve)))
-    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        series["loss"] = [loss]
+    tracking.log_series(client, run_id, series)
     client.set_terminated(run_id, "FINISHED")
     return run_id
