@@ -105,8 +105,9 @@ def finding(
     # Cells by name (a variant's N differs from GPT-2's at the same shape), smallest first.
     order = points.groupby("cell")["n_params"].mean().sort_values().index
     both = points.pivot_table(index="cell", columns="variant", values="loss").reindex(order)
-    gaps = (both.get(variant) / both.get(full) - 1).dropna() if variant in both else []
-    if len(gaps) == 0:
+    common = {variant, full} <= set(both.columns)
+    gaps = (both[variant] / both[full] - 1).dropna() if common else None
+    if gaps is None or gaps.empty:
         return f"**{variant}**: no size trained by both it and {full}"
     trend = (
         f"its loss is {gaps.iloc[0]:+.1%} against {full}'s in the smallest cell (same shape, "

@@ -166,9 +166,9 @@ def tracked_grids(
     client = tracking.client(workspace)
     experiment_id = tracking.ensure_experiment(experiment, workspace)
     key = settings_hash(settings, data.corpus_hash)
+    done = recorded(client, experiment_id, key)
     for name in PARAMETRISATIONS:
         base = widths[0] if name == "mup" else None
-        done = recorded(client, experiment_id, key)
         for width in widths:
             for lr in lrs:
                 if (name, width, lr) in done:
