@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from scalelab.resources import keep_freed_memory
 from scalelab.train import TrainConfig, budget, train
 from scalelab.training.grouped_run import train_group
 from scalelab.workspace import Workspace
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as every sweep worker does
     from scalelab.sweep.worker import quiet_training_logs
 
     quiet_training_logs()

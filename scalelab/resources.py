@@ -203,6 +203,34 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest accepted value on 64-bit systems
+_TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory its tensors free instead of returning it to the OS.
+
+    A small model's step allocates and frees the same few megabytes of activations every
+    step. glibc hands blocks of that size back to the kernel on free (mmap'd, or trimmed off
+    the heap's top), so each step pays for page faults on fresh memory: ~1,250 per step for a
+    1k-parameter model, a quarter of its step time. Raising the mmap and trim thresholds
+    keeps them in the heap. Process-wide and idempotent; False where the C library has no
+    ``mallopt`` (not glibc), which changes nothing but speed.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )
+
+
 def share_cores_among_processes(devices: int | str, accelerator: str) -> None:
     """Torch threads for a run of ``devices`` CPU processes on this machine (DDP on CPU): each
     takes its share of the cores (``pick_threads``), set here and in ``OMP_NUM_THREADS`` so the

@@ -79,7 +79,7 @@ class _BufferedLogger(Logger):
 
 def buffered_logger(inner: Logger, flush_every: float = 15.0) -> _BufferedLogger:
     """``inner`` (an ``MLFlowLogger``) behind the buffer, for loops without a Trainer
-    (``scalelab.training.grouped_run``); ``flush()`` it after each validation."""
+    (``scalelab.training.grouped_run``); ``flush()`` it when the run ends."""
     return _BufferedLogger(inner, flush_every)
 
 

@@ -72,7 +72,9 @@ def work(
     interval, at most 5 s]. ``max_trials`` stops after that many trials (benchmarks, tests).
     """
     from scalelab.data import prepare
+    from scalelab.resources import keep_freed_memory
 
+    keep_freed_memory()  # a worker trains one small model after another
     attrs = sweep.attrs
     # Refuse a corpus whose content differs from the one the sweep started with.
     prepare(
