@@ -9,8 +9,10 @@ trained twice in one process, each run recorded in MLflow as a sweep records it:
 Reported: end-to-end wall time of each ladder and their ratio; training FLOP/s of each
 (``6·N·D`` and the full count with attention and the unembedding, ``GPTConfig.flops_per_token``);
 the same for one 4.7M-parameter run trained alone in the same process, and the ladder's FLOP/s
-as a fraction of it; the largest difference between a run's loss in the two ladders. Rounds
-alternate the three so machine noise hits all alike; medians over rounds.
+as a fraction of it; the largest difference between a run's loss in the two ladders. A last
+row times the grouped ladder's arithmetic alone (its stacked forward and backward passes and
+validations, nothing else): the most any grouping can reach with these kernels. Rounds
+alternate the four so machine noise hits all alike; medians over rounds.
 
     python benchmarks/bench_ladder.py [--rounds 1] [--steps 10 20 40 80] [--threads 1]
 """
@@ -90,6 +92,41 @@ def grouped(cfgs: list[TrainConfig], ws: Workspace) -> tuple[float, float, list[
     return wall, train_seconds, [losses[c.run_name or ""] for c in cfgs]
 
 
+def compute_only(cfgs: list[TrainConfig], vocab: int) -> float:
+    """Seconds of the grouped ladder's unavoidable arithmetic: each group's stacked forward
+    and backward passes and its validation forwards, with the members leaving as they finish,
+    as ``GroupTrainer`` runs them, on random tokens; no optimizer, data, logging or MLflow."""
+    from scalelab.model import GPT
+    from scalelab.training.grouped import VAL_BATCH
+    from scalelab.training.stacked import StackedGPT
+
+    seconds = 0.0
+    for n in SIZES:
+        members = [c for c in cfgs if c.n_params_target == n]
+        model_cfg = members[0].model_cfg(vocab)
+        plans = [budget(c) for c in members]  # (steps, tokens, validate every)
+        stack = StackedGPT.from_models([GPT(model_cfg) for _ in members])
+        windows = members[0].val_tokens // CONTEXT
+        started = time.perf_counter()
+        for step in range(1, max(p[0] for p in plans) + 1):
+            active = [i for i, p in enumerate(plans) if p[0] >= step]
+            sub = StackedGPT(model_cfg, {k: v[active] for k, v in stack.params.items()})
+            x = torch.randint(vocab, (len(active), BATCH, CONTEXT))
+            sub.losses(x, x).sum().backward()
+            due = [i for i in active if step % plans[i][2] == 0 or step == plans[i][0]]
+            if due:
+                val = StackedGPT(model_cfg, {k: v.detach()[due] for k, v in stack.params.items()})
+                with torch.no_grad():
+                    for first in range(0, windows, VAL_BATCH):
+                        chunk = min(VAL_BATCH, windows - first)
+                        y = torch.randint(vocab, (len(due), chunk, CONTEXT))
+                        val.losses(y, y)
+            for p in stack.params.values():
+                p.grad = None
+        seconds += time.perf_counter() - started
+    return seconds
+
+
 def reference(steps: int, ws: Workspace) -> tuple[float, float, float]:
     """(training seconds, 6·N·D, full FLOPs) of the 4.7M-parameter run."""
     cfg = TrainConfig(
@@ -123,7 +160,7 @@ def main() -> None:
         f"{args.threads} torch thread(s)"
     )
     rows: dict[str, list[float]] = {
-        k: [] for k in ("alone", "grouped", "ref", "alone_t", "grouped_t")
+        k: [] for k in ("alone", "grouped", "ref", "alone_t", "grouped_t", "compute")
     }
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +171,7 @@ def main() -> None:
             wall_a, train_a, loss_a = one_at_a_time(cfgs, ws)
             wall_g, train_g, loss_g = grouped(cfgs, ws)
             ref_s, ref_6nd, ref_full = reference(args.reference_steps, ws)
+            rows["compute"].append(compute_only(cfgs, 256))
             worst = max(worst, max(abs(a - b) for a, b in zip(loss_a, loss_g, strict=True)))
             rows["alone"].append(wall_a)
             rows["grouped"].append(wall_g)
@@ -142,7 +180,8 @@ def main() -> None:
             rows["ref"].append(ref_s)
             print(
                 f"round {r + 1}: one at a time {wall_a:.1f}s (training {train_a:.1f}s), "
-                f"grouped {wall_g:.1f}s (training {train_g:.1f}s), 4.7M {ref_s:.1f}s"
+                f"grouped {wall_g:.1f}s (training {train_g:.1f}s), 4.7M {ref_s:.1f}s, "
+                f"grouped compute only {rows['compute'][-1]:.1f}s"
             )
     med = {k: statistics.median(v) for k, v in rows.items()}
     ref_rate = ref_full / med["ref"]
@@ -163,6 +202,10 @@ def main() -> None:
             f"{name:28}{wall:9.1f}{trained:9.1f}{six_nd / wall:12.3g}{full / wall:13.3g}"
             f"{full / wall / ref_rate:14.1%}"
         )
+    print(
+        f"{'grouped, compute only':28}{'':9}{med['compute']:9.1f}{six_nd / med['compute']:12.3g}"
+        f"{full / med['compute']:13.3g}{full / med['compute'] / ref_rate:14.1%}"
+    )
     print(
         f"{'4.7M model (training only)':28}{'':9}{med['ref']:9.1f}{ref_6nd / med['ref']:12.3g}"
         f"{ref_rate:13.3g}{1:14.1%}"
