@@ -139,31 +139,31 @@ def ladder_runs(experiment: str, sweeps: Sequence[str], workspace: Workspace) ->
     return runs[LADDER_COLUMNS].astype({"batch_size": int, "d_model": int, "n_layer": int})
 
 
-def _extension_spec(spec: SweepSpec, index: int, cells: pd.DataFrame) -> dict | None:
-    """A spec adding a size beyond each edge optimum, or None if nothing can be added."""
+def _extension_specs(spec: SweepSpec, index: int, cells: pd.DataFrame) -> list[dict]:
+    """One spec per budget whose optimum sits at an edge: the size beyond that edge, trained at
+    that budget only. A single spec of every added size at every such budget would also train
+    each size at budgets that did not ask for it, where its shape may have been trained
+    already (the capability ladder's N640-C1e9 was its N496-C1e9 again)."""
     from scalelab.model import config_for_params
 
-    sizes, budgets = set(), set()
-    for budget, side in edge_budgets(cells).items():
+    out = []
+    for budget, side in sorted(edge_budgets(cells).items()):
         group = cells[cells["budget"] == budget]
         edge = group["n_params"].min() if side == "low" else group["n_params"].max()
-        wanted = edge / GROWTH if side == "low" else edge * GROWTH
-        shape = config_for_params(wanted, variant=spec.variant, **spec.shape_family())
+        size = float(f"{(edge / GROWTH if side == 'low' else edge * GROWTH):.2g}")
+        shape = config_for_params(size, variant=spec.variant, **spec.shape_family())
         if shape.n_params in set(group["n_params"]):
             continue  # already tried here: the smallest shape cannot shrink further
-        sizes.add(float(f"{wanted:.2g}"))
-        budgets.add(budget)
-    if not sizes:
-        return None
-    data = spec.model_dump(mode="json", exclude_none=True)
-    data.update(
-        name=f"{spec.name}-x{index}",
-        experiment=spec.experiment_name,
-        sizes=sorted(sizes),
-        budgets={"compute": sorted(budgets), "flops": spec.budgets.flops},
-        description=f"sizes added beyond the edge optima of {spec.name}",
-    )
-    return data
+        data = spec.model_dump(mode="json", exclude_none=True)
+        data.update(
+            name=f"{spec.name}-x{index}-{len(out) + 1}",
+            experiment=spec.experiment_name,
+            sizes=[size],
+            budgets={"compute": [budget], "flops": spec.budgets.flops},  # beyond any window
+            description=f"a size beyond the {side} edge optimum of {spec.name} at C={budget:g}",
+        )
+        out.append(data)
+    return out
 
 
 def run_ladder(
@@ -177,14 +177,18 @@ def run_ladder(
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(1, MAX_EXTENSIONS + 1):
         cells = cell_table(ladder_runs(spec.experiment_name, sweeps, workspace))
-        data = _extension_spec(spec, index, cells)
-        if data is None:
+        extensions = _extension_specs(spec, index, cells)
+        if not extensions:
             break
-        path = folder / f"{data['name']}.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        echo(f"edge optima at budgets {data['budgets']['compute']}: adding sizes {data['sizes']}")
-        run_sweep(path, workspace, workers, echo)
-        sweeps.append(data["name"])
+        for data in extensions:
+            path = folder / f"{data['name']}.yaml"
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            echo(
+                f"edge optimum at budget {data['budgets']['compute'][0]:g}: adding size "
+                f"{data['sizes'][0]:g}"
+            )
+            run_sweep(path, workspace, workers, echo)
+            sweeps.append(data["name"])
     return spec, sweeps
 
 
