@@ -108,12 +108,18 @@ def compute_only(cfgs: list[TrainConfig], vocab: int) -> float:
         stack = StackedGPT.from_models([GPT(model_cfg) for _ in members])
         windows = members[0].val_tokens // CONTEXT
         started = time.perf_counter()
+        rows = list(range(len(members)))  # the member of each stack row
         for step in range(1, max(p[0] for p in plans) + 1):
-            active = [i for i, p in enumerate(plans) if p[0] >= step]
-            sub = StackedGPT(model_cfg, {k: v[active] for k, v in stack.params.items()})
-            x = torch.randint(vocab, (len(active), BATCH, CONTEXT))
-            sub.losses(x, x).sum().backward()
-            due = [i for i in active if step % plans[i][2] == 0 or step == plans[i][0]]
+            active = [i for i in rows if plans[i][0] >= step]
+            if active != rows:  # members left: a smaller stack, as GroupTrainer._drop makes
+                keep = [rows.index(i) for i in active]
+                stack.params = {
+                    k: v.detach()[keep].requires_grad_(True) for k, v in stack.params.items()
+                }
+                rows = active
+            x = torch.randint(vocab, (len(rows), BATCH, CONTEXT))
+            stack.losses(x, x).sum().backward()
+            due = [r for r, i in enumerate(rows) if step % plans[i][2] == 0 or step == plans[i][0]]
             if due:
                 val = StackedGPT(model_cfg, {k: v.detach()[due] for k, v in stack.params.items()})
                 with torch.no_grad():
