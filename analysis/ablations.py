@@ -235,8 +235,8 @@ def main() -> None:
         fit = fit_law(mine, "power_law")
         fits[variant] = bootstrap(fit, mine, n_resamples=args.resamples, seed=0)
     c_max = points.loc[points["variant"] == full, "compute"].max()
-    lrs = yaml.safe_load(args.spec.read_text())["search"].get("lr", [])
-    lrs = [float(x) for x in lrs] if isinstance(lrs, list) else []
+    grid = sweeps[full].spec.search.lr  # the parsed spec train() ran: not read again
+    lrs = [float(x) for x in grid] if isinstance(grid, list) else []
     rows, findings = [], []
     for variant, result in fits.items():
         ci = result.param_intervals().loc["alpha"]

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import Logger
 
-MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+from scalelab.results.tracking import MAX_BATCH
 
 
 class _BufferedLogger(Logger):

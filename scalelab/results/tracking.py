@@ -107,6 +107,7 @@ def _create_store(path: Path, workspace: Workspace) -> None:
 
 # MLflow's UI opens an experiment as GenAI development (traces, evaluations) unless its
 # ``mlflow.experimentKind`` tag says it holds model training, as every scalelab experiment does.
+MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 
@@ -169,8 +170,8 @@ def log_series(mlflow_client: MlflowClient, run_id: str, series: dict[str, list[
     metrics = [
         Metric(k, v, 0, step) for k, values in series.items() for step, v in enumerate(values)
     ]
-    for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
-        mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    for start in range(0, len(metrics), MAX_BATCH):
+        mlflow_client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
 
 
 def log_json_artifact(
