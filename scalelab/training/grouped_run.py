@@ -242,7 +242,7 @@ class _TrackedMember:
 
     def on_validation(self, step: int, loss: float) -> None:
         # Not flushed here, as train() flushes after each validation: a group validates several
-        # members at once, one SQLite commit each (~30 ms), which cost a tiny ladder a sixth of
+        # members at once, one SQLite commit each (~30 ms), which cost a tiny ladder a seventh of
         # its time. The buffer is sent every flush_every seconds and when the member ends.
         self.logger.log_metrics(self._with_bpb({"val/loss": loss}, "val/bpb", loss), step=step)
         # An off-cadence last validation is train()'s trainer.validate: no fit callback sees it.
