@@ -26,9 +26,9 @@ import plotly.graph_objects as go
 import yaml
 from report import HERE, environment_line, fmt, interval, markdown_table, save_figure
 
-from scalelab.analysis.bootstrap import BootstrapResult, bootstrap
-from scalelab.analysis.fit import fit_law
-from scalelab.analysis.laws import Law
+from scalelab.forecast.bootstrap import BootstrapResult, bootstrap
+from scalelab.forecast.fit import fit_law
+from scalelab.forecast.laws import Law
 from scalelab.dashboard.figures import palette
 from scalelab.results.runs import best_per_cell, mlflow_runs
 from scalelab.sweep.coordinator import open_sweep, run_sweep

@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from report import HERE, environment_line, interval, markdown_table, save_figure
 
-from scalelab.analysis import capability
+from scalelab.forecast import capability
 from scalelab.studies.capability import run_capability_study
 from scalelab.workspace import Workspace
 
@@ -272,7 +272,7 @@ def write_report(study: dict, command: str, running: str) -> str:
         "in the training split). brackets, indent and copy give the exact probability that one "
         "sample at temperature 0.8 writes the answer; python runs the greedy completion in the "
         "sandbox (0 or 1).",
-        "- Forms, as `scalelab.analysis.capability` fits them: the GPT-4 form over the problems "
+        "- Forms, as `scalelab.forecast.capability` fits them: the GPT-4 form over the problems "
         "the smallest ladder run solves with probability above 1e-6, and a logistic in log "
         "compute for the mean pass rate; 90% intervals from 400 bootstrap resamples of the "
         "ladder's runs.",

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from report import DATA, HERE, environment_line, markdown_table, save_figure
 
-from scalelab.analysis import backtest, load_epoch_chinchilla
+from scalelab.forecast import backtest, load_epoch_chinchilla
 
 CUT = 1e21
 LAW_NAMES = {

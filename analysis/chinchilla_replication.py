@@ -1,4 +1,4 @@
-"""Replicate Epoch AI's Chinchilla fit (Besiroglu et al. 2024) with scalelab.analysis.
+"""Replicate Epoch AI's Chinchilla fit (Besiroglu et al. 2024) with scalelab.forecast.
 
 Reads ``analysis/data/`` only, writes ``analysis/chinchilla-replication.md`` and its figure.
 Run: ``python analysis/chinchilla_replication.py [--resamples 1000] [--jobs 2]``.
@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from report import DATA, HERE, environment_line, fmt, interval, markdown_table, save_figure
 from scipy.special import huber
 
-from scalelab.analysis import Chinchilla, bootstrap, compute_optimal, fit_law, load_epoch_chinchilla
+from scalelab.forecast import Chinchilla, bootstrap, compute_optimal, fit_law, load_epoch_chinchilla
 
 PARAMS = ["E", "A", "B", "alpha", "beta"]
 COLORBAR_GAP = 0.2  # paper width between the two panels

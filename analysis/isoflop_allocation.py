@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from report import DATA, HERE, environment_line, fmt, interval, markdown_table, save_figure
 
-from scalelab.analysis import isoflop_fit
+from scalelab.forecast import isoflop_fit
 from scalelab.dashboard.figures import palette
 
 SOURCES = ("epochai_chinchilla", "ml_scalefit", "llama_3", "marin_202603")

@@ -3,7 +3,7 @@
 A small version of Gao, Schulman & Hilton (2022) run with ``scalelab.rlhf``: one SFT policy,
 proxy reward models of several sizes trained on the same simulated-labeller comparisons, then
 best-of-n and PPO against each proxy while the programmatic gold reward is recorded.
-``scalelab.analysis.overoptimization`` fits R_bon(d) = d(α − β·d) and R_RL(d) = d(α − β·log d)
+``scalelab.forecast.overoptimization`` fits R_bon(d) = d(α − β·d) and R_RL(d) = d(α − β·log d)
 per reward-model size. Every training run is tracked in MLflow (a temporary workspace unless
 ``--workspace`` is given). Writes ``analysis/overoptimization.md``, its figure and
 ``analysis/overoptimization_points.csv``.
@@ -29,7 +29,7 @@ import torch
 from plotly.subplots import make_subplots
 from report import HERE, environment_line, fmt, interval, markdown_table, save_figure
 
-from scalelab.analysis.overoptimization import OveroptScaling, fit_overoptimization_by_size
+from scalelab.forecast.overoptimization import OveroptScaling, fit_overoptimization_by_size
 from scalelab.rlhf import checkpoint, run_stage
 from scalelab.rlhf.bestofn import bon_frame, sample_pool
 from scalelab.rlhf.stages import EVAL_SEED

@@ -21,8 +21,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from report import HERE, environment_line, fmt, interval, markdown_table, save_figure
 
-from scalelab.analysis import bootstrap, fit_law
-from scalelab.analysis.forecast import (
+from scalelab.forecast import bootstrap, fit_law
+from scalelab.forecast.forecast import (
     NAIVE,
     candidates,
     fit_candidate,

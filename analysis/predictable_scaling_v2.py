@@ -22,8 +22,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from report import DATA, HERE, environment_line, interval, markdown_table, save_figure
 
-from scalelab.analysis.fit import fit_law
-from scalelab.analysis.forecast import fit_candidate
+from scalelab.forecast.fit import fit_law
+from scalelab.forecast.forecast import fit_candidate
 from scalelab.studies.predictable_v2 import run_study_v2, secondary_candidates
 from scalelab.workspace import Workspace
 

@@ -30,8 +30,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber
 
-from scalelab.analysis import Chinchilla, bootstrap, fit_law, load_epoch_chinchilla
-from scalelab.analysis.blas import single_threaded_blas
+from scalelab.forecast import Chinchilla, bootstrap, fit_law, load_epoch_chinchilla
+from scalelab.forecast.blas import single_threaded_blas
 
 DATA = Path(__file__).resolve().parents[1] / "analysis" / "data"
 

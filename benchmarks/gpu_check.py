@@ -14,13 +14,13 @@ records its error and the rest go on; one that would overrun is skipped with the
 3. bf16-mixed against fp32: validation loss after the same steps, same seed and batches;
 4. FSDP through Lightning on one GPU (a few steps; finite losses);
 5. a mini-study: an IsoFLOP ladder (three budgets half a decade apart, four sizes each), a
-   forecast of a target 100x-1000x beyond it (``scalelab.analysis`` selects the law and sizes
+   forecast of a target 100x-1000x beyond it (``scalelab.forecast`` selects the law and sizes
    the interval), written to the JSON *before* the target trains, then the outcome.
 
 It runs on a bare GPU machine (Python 3.12, torch, Lightning, numpy, scipy, pandas,
 tokenizers, pyyaml, rich): no MLflow, Optuna, pydantic or plotly, and no network. So it uses
 a plain dataclass in place of ``TrainConfig`` and imports only ``scalelab.model``,
-``scalelab.data``, ``scalelab.analysis`` and the Lightning parts of ``scalelab.training``; the
+``scalelab.data``, ``scalelab.forecast`` and the Lightning parts of ``scalelab.training``; the
 corpus is this interpreter's own Python files (``python-all``). ``--dry-run`` runs every phase
 on the CPU at toy sizes (the numbers mean nothing; CI checks the code path and the imports).
 """
@@ -397,10 +397,10 @@ def plan_target(plan: Plan, rows: list[dict[str, Any]], data: Any, left_s: float
 def forecast_target(
     rows: list[dict[str, Any]], target: dict, unigram: float, resamples: int
 ) -> dict:
-    """``scalelab.analysis``'s forecast of the target from the ladder alone."""
+    """``scalelab.forecast``'s forecast of the target from the ladder alone."""
     import pandas as pd
 
-    from scalelab.analysis.forecast import cell_table, forecast, select_law
+    from scalelab.forecast.forecast import cell_table, forecast, select_law
 
     cells = cell_table(pd.DataFrame(rows).assign(unigram=unigram))
     selection = select_law(cells)

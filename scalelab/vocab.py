@@ -43,9 +43,9 @@ VARIANTS: tuple[str, ...] = get_args(Variant)
 
 # ---- scaling laws -----------------------------------------------------------------------------
 # The law ``fit``, ``predict``, ``backtest``, dashboards and sweeps use when none is named. The
-# laws themselves (and the names users type) are registered in ``scalelab.analysis.laws``.
+# laws themselves (and the names users type) are registered in ``scalelab.forecast.laws``.
 # ``auto`` picks the form from the runs by the rule the forecasting benchmark learned
-# (``scalelab.analysis.chooser``, ``analysis/forecast-benchmark.md``).
+# (``scalelab.forecast.chooser``, ``analysis/forecast-benchmark.md``).
 AUTO_LAW = "auto"
 DEFAULT_LAW = AUTO_LAW
 

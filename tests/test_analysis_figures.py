@@ -17,7 +17,7 @@ import chinchilla_replication  # noqa: E402
 import isoflop_allocation  # noqa: E402
 import predictable_scaling  # noqa: E402
 
-from scalelab.analysis import Chinchilla, isoflop_fit, load_epoch_chinchilla  # noqa: E402
+from scalelab.forecast import Chinchilla, isoflop_fit, load_epoch_chinchilla  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 PLOT_WIDTH = 1000  # pixels between the margins of a 1,100-pixel figure

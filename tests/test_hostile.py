@@ -552,9 +552,9 @@ def test_screening_memory_does_not_grow_with_starts_times_rows(tmp_path: Path) -
 
     import numpy as np
 
-    from scalelab.analysis.fit import Problem
-    from scalelab.analysis.laws import make_law
-    from scalelab.analysis.objectives import Objective
+    from scalelab.forecast.fit import Problem
+    from scalelab.forecast.laws import make_law
+    from scalelab.forecast.objectives import Objective
 
     rng = np.random.default_rng(0)
     n = 200_000
@@ -576,7 +576,7 @@ def test_a_bootstrap_the_machine_cannot_hold_is_refused_naming_the_numbers(monke
     import numpy as np
 
     from scalelab import resources
-    from scalelab.analysis import bootstrap, fit_law
+    from scalelab.forecast import bootstrap, fit_law
 
     rng = np.random.default_rng(0)
     runs = pd.DataFrame(

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab.analysis.isoflop_frontier import interpolated_frontier, scatter
+from scalelab.forecast.isoflop_frontier import interpolated_frontier, scatter
 from scalelab.studies.predictable_v2 import best_multiplier, profile, rerun_cells
 from scalelab.sweep.spec import parse_spec
 

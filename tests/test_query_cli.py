@@ -430,7 +430,7 @@ def test_ui_refuses_a_port_in_use(workspace: Workspace) -> None:
 def test_law_auto_is_the_default_and_says_which_law_and_why(
     tmp_path: Path, workspace: Workspace
 ) -> None:
-    from scalelab.analysis.chooser import stored_rule
+    from scalelab.forecast.chooser import stored_rule
 
     csv = write_csv(tmp_path / "runs.csv")
     args = ["fit", "--csv", str(csv), "--resamples", "4", "--jobs", "1", "--no-log"]

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from in_process import scalelab
 
-from scalelab.analysis import Chinchilla
+from scalelab.forecast import Chinchilla
 from scalelab.results.fits import EXTRAPOLATION_WARN, FitStore, StoredFit, fit_table
 from scalelab.results.runs import RunTable, read_csv_table, read_mlflow_table
 from scalelab.workspace import Workspace

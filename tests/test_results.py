@@ -147,8 +147,9 @@ def test_only_the_results_layer_opens_mlflow() -> None:
     assert _offenders(outside, banned) == []
 
 
-def test_the_analysis_package_never_imports_mlflow_torch_or_lightning() -> None:
-    files = list((PACKAGE / "analysis").rglob("*.py"))
+def test_the_forecast_package_never_imports_mlflow_torch_or_lightning() -> None:
+    files = list((PACKAGE / "forecast").rglob("*.py"))
+    assert len(files) > 10  # the engine is where this test looks
     banned = ("mlflow", "torch", "lightning", "scalelab.results", "optuna")
     assert _offenders(files, banned) == []
 

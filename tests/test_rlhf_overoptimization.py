@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scalelab.analysis.overoptimization import (
+from scalelab.forecast.overoptimization import (
     OveroptFit,
     OveroptScaling,
     bon_curve,
@@ -135,7 +135,7 @@ def test_fit_by_size_tabulates_and_finds_the_log_trend() -> None:
 
 def test_analysis_module_does_not_import_torch() -> None:
     code = (
-        "import sys, scalelab.analysis.overoptimization\n"
+        "import sys, scalelab.forecast.overoptimization\n"
         "assert not {'torch', 'lightning', 'mlflow'} & set(sys.modules), sys.modules.keys()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -26,6 +26,7 @@ from typing import Annotated
 import typer
 
 from scalelab.cli import dashboard, fits, rlhf, train, ui
+from scalelab.cli.benchmark import app as benchmark_app
 from scalelab.cli.sweep import app as sweep_app
 
 app = typer.Typer(
@@ -65,6 +66,7 @@ app.command(epilog=train.TRAIN_EXAMPLE)(train.train)
 app.command(epilog=rlhf.RLHF_EXAMPLE)(rlhf.rlhf)
 app.command(epilog=train.CORPUS_EXAMPLE)(train.corpus)
 app.add_typer(sweep_app, name="sweep")
+app.add_typer(benchmark_app, name="benchmark")
 
 
 def main() -> None:

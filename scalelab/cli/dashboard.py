@@ -67,7 +67,7 @@ def dashboard(
     import time
 
     with user_input():
-        from scalelab.analysis.laws import check_law_key
+        from scalelab.forecast.forms import check_law_key
         from scalelab.dashboard import build_dashboard
 
         if resamples is not None:

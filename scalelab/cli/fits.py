@@ -186,7 +186,7 @@ def fit(
     """
     source = RunSource(experiment, csv, csv_format, corpus, tokenizer, all_trials)
     with user_input():
-        from scalelab.analysis.laws import check_law_key
+        from scalelab.forecast.forms import check_law_key
         from scalelab.results.fits import fit_table
 
         check_law_key(law)
@@ -415,7 +415,7 @@ def _predict_metric(
             raise UsageError("--metric needs --experiment (whose runs logged the metric)")
         if level is not None and not 0 < level < 1:
             raise UsageError(f"--level must be in (0, 1); got {level}")
-        from scalelab.analysis.capability import forecast_pass_rate
+        from scalelab.forecast.capability import forecast_pass_rate
         from scalelab.results.runs import mlflow_runs
 
         ws = common.workspace(workspace, tracking_uri)
@@ -428,7 +428,7 @@ def _predict_metric(
             )
         problems: list[str] = []
         if kind == MEAN_LOG_PASS:
-            from scalelab.analysis.capability import forecast_mean_log_pass
+            from scalelab.forecast.capability import forecast_mean_log_pass
             from scalelab.results.evals import per_problem
 
             table = per_problem(ws, runs[runs[column].notna()], [suite])
@@ -455,7 +455,7 @@ def _find_fit(
     csv: Path | None,
     law: str | None,
 ) -> StoredFit:
-    from scalelab.analysis.laws import check_law_key
+    from scalelab.forecast.forms import check_law_key
     from scalelab.results.fits import FitStore
 
     if law is not None:
@@ -545,8 +545,8 @@ def backtest(
     """Backtest: fit on the cheap runs, predict the expensive ones, score the predictions."""
     source = RunSource(experiment, csv, csv_format, corpus, tokenizer, all_trials)
     with user_input():
-        from scalelab.analysis import backtest as run_backtest
-        from scalelab.analysis.laws import law_for_key
+        from scalelab.forecast import backtest as run_backtest
+        from scalelab.forecast.forms import law_for_key
 
         for r in ratio or ():
             if not r > 1:

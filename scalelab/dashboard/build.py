@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalelab.analysis.laws import law_for_key
+from scalelab.forecast.forms import law_for_key
 from scalelab.dashboard.definition import (
     OPTUNA_PANELS,
     DashboardDefinition,
@@ -136,7 +136,7 @@ def _backtest_for(
     n_jobs: int,
     say: Callable[[str], None],
 ) -> Any:
-    from scalelab.analysis import BacktestResult, backtest
+    from scalelab.forecast import BacktestResult, backtest
 
     settings = definition.backtest
     key = {
@@ -209,7 +209,7 @@ def gather(
     ``preloaded`` maps a source index to runs (and a fit) the caller already has, e.g. the
     fit ``scalelab fit`` just made.
     """
-    from scalelab.analysis import envelope_fit, isoflop_fit
+    from scalelab.forecast import envelope_fit, isoflop_fit
 
     panels = set(definition.panels)
     store = FitStore(workspace)

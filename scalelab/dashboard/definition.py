@@ -200,7 +200,7 @@ class DashboardDefinition(_Strict):
     @field_validator("law")
     @classmethod
     def _known_law(cls, law: str) -> str:
-        from scalelab.analysis.laws import check_law_key
+        from scalelab.forecast.forms import check_law_key
 
         try:
             return check_law_key(law)

@@ -826,8 +826,8 @@ def capability(views: list[SourceView], definition: DashboardDefinition) -> Made
     """Per source and suite: each problem's pass rate against compute (red where a larger run
     does worse by more than ``capability.TOLERANCE``), and the GPT-4 report's aggregate,
     −mean log pass rate over the problems the smallest runs solve, with A·C^-k fitted to it."""
-    from scalelab.analysis import capability as cap
-    from scalelab.analysis.fit import fit_law
+    from scalelab.forecast import capability as cap
+    from scalelab.forecast.fit import fit_law
 
     out: Made = []
     why = "no run has evaluation results (train with eval: suites in the spec, or --eval)"

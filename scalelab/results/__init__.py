@@ -8,5 +8,5 @@
 - ``forecasts``: pre-registered forecast runs of a study and their outcomes.
 
 Everything above it (sweeps, studies, the CLI, dashboards) asks through plain functions that
-return DataFrames or dataclasses; ``scalelab.analysis`` below it never sees MLflow.
+return DataFrames or dataclasses; ``scalelab.forecast`` below it never sees MLflow.
 """

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scalelab.analysis import (
+from scalelab.forecast import (
     AllocationFit,
     BootstrapResult,
     Law,
@@ -39,7 +39,7 @@ from scalelab.analysis import (
     compute_optimal,
     fit_law,
 )
-from scalelab.analysis.laws import check_law_key, law_for_key
+from scalelab.forecast.forms import check_law_key, law_for_key
 from scalelab.lazy_imports import lazy_module
 from scalelab.results.runs import RunTable
 from scalelab.results.support import absurd_allocation, beaten_by_a_run, frontier
@@ -49,8 +49,8 @@ from scalelab.workspace import Workspace
 pd = lazy_module("pandas")
 
 if TYPE_CHECKING:  # imported where used: ``scalelab predict`` reads a record, no more
-    from scalelab.analysis.calibration import FormError
-    from scalelab.analysis.chooser import Choice
+    from scalelab.forecast.calibration import FormError
+    from scalelab.forecast.chooser import Choice
 
 # Past this factor beyond the largest fitted compute a prediction is flagged as extrapolating.
 EXTRAPOLATION_WARN = 1000.0
@@ -170,8 +170,8 @@ class StoredFit:
                 f"fit record has schema {payload.get('schema')!r}; this version "
                 f"reads {SCHEMA_VERSION}: refit with scalelab fit"
             )
-        from scalelab.analysis.calibration import FormError
-        from scalelab.analysis.chooser import Choice
+        from scalelab.forecast.calibration import FormError
+        from scalelab.forecast.chooser import Choice
 
         alloc = payload.get("allocation")
         return cls(
@@ -404,7 +404,7 @@ class StoredFit:
         self, prediction: Prediction, compute: float
     ) -> tuple[Prediction, dict[str, float] | None]:
         """The loss interval combined with the benchmark's form error for this distance of
-        extrapolation (``scalelab.analysis.calibration``); unchanged without one."""
+        extrapolation (``scalelab.forecast.calibration``); unchanged without one."""
         if self.form_error is None:
             return prediction, None
         decades = math.log10(compute / float(self.data["max_compute"]))
@@ -457,11 +457,11 @@ def _what_to_fit(
     table: RunTable, law: str, exclude_before: float | None
 ) -> tuple[str, pd.DataFrame, Choice | None, FormError | None]:
     """(law key, points, auto's choice, the benchmark's form-error term) for ``fit_table``."""
-    from scalelab.analysis.calibration import stored_form_error
-    from scalelab.analysis.chooser import FORMS, choose_form, form_points
+    from scalelab.forecast.calibration import stored_form_error
+    from scalelab.forecast.chooser import FORMS, choose_form, form_points
 
     if law == AUTO_LAW:
-        from scalelab.analysis.runs import prepare_runs
+        from scalelab.forecast.runs import prepare_runs
 
         # The same checks as a fit of every run, whatever form is chosen: a frontier form
         # sees one run per budget and would hide, e.g., a CSV's duplicated rows.
@@ -474,7 +474,7 @@ def _what_to_fit(
         # the choice says when auto fitted checkpoints instead.
         cut = form.exclude_before if exclude_before is None else exclude_before
         points = table.fit_points(cut) if cut is not None else form_points(form, table.runs)
-        return form.law_key, points, choice, stored_form_error(AUTO_LAW)
+        return form.name, points, choice, stored_form_error(AUTO_LAW)
     measured = [
         f.name
         for f in FORMS.values()
@@ -495,7 +495,7 @@ def fit_table(
     seed: int = 0,
     n_jobs: int = 2,
 ) -> StoredFit:
-    """Fit ``law`` (a key of ``scalelab.analysis.laws.LAW_KEYS``, or ``auto``) to the runs,
+    """Fit ``law`` (a key of ``scalelab.forecast.laws.LAW_KEYS``, or ``auto``) to the runs,
     bootstrap it and allocate compute.
 
     ``auto`` chooses the form by the forecasting benchmark's rule (``choose_form``) and
@@ -640,7 +640,7 @@ class FitStore:
             return None
         fit = self.read(path)
         if fit.choice is not None:
-            from scalelab.analysis.chooser import stored_rule
+            from scalelab.forecast.chooser import stored_rule
 
             if fit.choice.rule != stored_rule().describe():
                 return None  # auto's rule was refitted since: choose (and fit) again

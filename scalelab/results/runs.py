@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from scalelab.analysis.io import load_epoch_chinchilla, load_runs_csv
+from scalelab.forecast.io import load_epoch_chinchilla, load_runs_csv
 from scalelab.lazy_imports import lazy_module
 from scalelab.results.row_filter import apply_filter
 from scalelab.vocab import (
@@ -294,7 +294,7 @@ def mlflow_runs(
     if runs.empty:
         which = f" of sweeps {list(sweeps)}" if sweeps is not None else ""
         raise ValueError(f"experiment {experiment!r} has no run{which} with a {LOSS!r} metric")
-    from scalelab.analysis.runs import with_derived_columns
+    from scalelab.forecast.runs import with_derived_columns
 
     return with_derived_columns(runs.reset_index(drop=True))
 

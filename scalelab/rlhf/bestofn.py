@@ -1,7 +1,7 @@
 """Best-of-n sampling against a reward model: the no-training baseline of RLHF.
 
 Draw n responses from the policy and keep the one the reward model scores highest. Its KL
-from the policy is analytic, log n − (n−1)/n (``scalelab.analysis.overoptimization.bon_kl``),
+from the policy is analytic, log n − (n−1)/n (``scalelab.forecast.overoptimization.bon_kl``),
 so best-of-n traces a gold-vs-KL curve without any optimisation (Stiennon et al. 2020; Nakano
 et al. 2021; Gao et al. 2022). ``sample_pool`` draws one pool of N samples per prompt (scored
 again by any reward model with ``SamplePool.rescored``) and ``bon_frame`` evaluates every
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scalelab.analysis.overoptimization import bon_curve, bon_kl
+from scalelab.forecast.overoptimization import bon_curve, bon_kl
 from scalelab.model import GPT
 from scalelab.rlhf.generate import generate
 from scalelab.rlhf.heads import RewardModel, pad_batch

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalelab.analysis import capability
-from scalelab.analysis.bootstrap import bootstrap
-from scalelab.analysis.fit import fit_law
-from scalelab.analysis.forecast import cell_table, frontier
-from scalelab.analysis.isoflop_frontier import interpolated_frontier
+from scalelab.forecast import capability
+from scalelab.forecast.bootstrap import bootstrap
+from scalelab.forecast.fit import fit_law
+from scalelab.forecast.forecast import cell_table, frontier
+from scalelab.forecast.isoflop_frontier import interpolated_frontier
 from scalelab.results.evals import per_problem
 from scalelab.studies.predictable import Plan, ladder_runs, run_ladder, train_target
 from scalelab.studies.predictable_v2 import plan, profile

@@ -9,7 +9,7 @@ forecast to MLflow, then train that run and score the forecast.
    cannot shrink);
 2. picks the law as ``scalelab fit --law auto`` does, by the forecasting benchmark's rule,
    and backtests every candidate inside the ladder as a diagnostic
-   (``scalelab.analysis.forecast.select_law``);
+   (``scalelab.forecast.forecast.select_law``);
 3. plans each target from the ladder alone: N from the IsoFLOP optima extrapolated in compute,
    D from the full FLOPs per token, the learning rate and batch size from power laws fitted
    to the best trials of the ladder;
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from scalelab.analysis.forecast import (
+from scalelab.forecast.forecast import (
     Forecast,
     Selection,
     cell_table,

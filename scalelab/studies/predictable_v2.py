@@ -8,7 +8,7 @@
    best learning rate and batch (``kind=seed-rerun`` MLflow runs), so each profile's
    optimum and the frontier's noise are measured, not assumed;
 3. the IsoFLOP profiles (each cell's loss averaged over its seeds) and each budget's optimum
-   from a parabola in log N (``scalelab.analysis.isoflop_frontier``);
+   from a parabola in log N (``scalelab.forecast.isoflop_frontier``);
 4. per target, before it trains, one ``kind=forecast`` run holding the **primary** forecast,
    the law ``scalelab fit --law auto`` chooses by the forecasting benchmark's rule with its
    calibrated interval, and, logged at the same moment as secondary forecasts, the odds law
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scalelab.analysis.forecast import (
+from scalelab.forecast.forecast import (
     Candidate,
     Forecast,
     Selection,
@@ -40,8 +40,8 @@ from scalelab.analysis.forecast import (
     forecast,
     select_law,
 )
-from scalelab.analysis.isoflop_frontier import interpolated_frontier, scatter
-from scalelab.analysis.laws import PlateauLaw, PowerLaw
+from scalelab.forecast.isoflop_frontier import interpolated_frontier, scatter
+from scalelab.forecast.laws import PlateauLaw, PowerLaw
 from scalelab.studies.predictable import (
     Plan,
     Rules,
@@ -223,7 +223,7 @@ def noise(cells: pd.DataFrame, front: pd.DataFrame, selection: Selection) -> dic
         "seed_sd": float(np.median(reran["seed_sd"] / reran["loss"])) if len(reran) else math.nan
     }
     odds = secondary_candidates(float(front["unigram"].iloc[0]))[0]
-    from scalelab.analysis.forecast import fit_candidate
+    from scalelab.forecast.forecast import fit_candidate
 
     law = fit_candidate(odds, front)
     out["frontier_scatter_odds"] = scatter(front, law.predict(compute=front["compute_full"]))

@@ -1,0 +1,128 @@
+"""Scaling-law analysis: fit laws to runs, put intervals on predictions, allocate compute.
+
+Pure numpy/scipy/pandas: importing this package does not import torch, Lightning or MLflow.
+
+Data
+    A pandas DataFrame of runs in the project vocabulary: ``n_params`` (N), ``tokens`` (D),
+    ``compute`` (C, default 6·N·D), ``loss``; optional ``run_id``, ``group``/``cell``,
+    ``step``, ``tokens_seen``. Loaders: :func:`load_runs_csv`, :func:`load_epoch_chinchilla`
+    (tracked runs: ``scalelab.results.runs``). Bad input raises ``ValueError``
+    naming the problem.
+
+Laws (``laws``)
+    :class:`PowerLaw` (``E + A·x^-alpha`` in x ∈ {n_params, tokens, compute}, or without E),
+    :class:`Chinchilla` (``E + A·N^-alpha + B·D^-beta``, or without E), :class:`KaplanJoint`
+    (``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``). Each has named parameters, a pure
+    vectorised ``predict``, ``__str__``, ``to_dict``/``Law.from_dict``. New forms subclass
+    :class:`Law` and declare parameters, bounds and a start grid.
+
+Fitting (``fit``, ``objectives``, ``varpro``)
+    ``fit_law(runs, law="chinchilla", *, objective="huber", engine="lbfgs") -> FitResult``.
+    Default objective: sum of Huber(δ=1e-3) on log residuals (Hoffmann et al. 2022; Besiroglu
+    et al. 2024), minimised by L-BFGS-B from Epoch's 4,500-point grid. ``engine="varpro"``
+    searches exponents only and solves coefficients by NNLS.
+
+Uncertainty (``bootstrap``, ``intervals``)
+    ``bootstrap(fit, runs, n_resamples=1000, level=0.9, seed=0, n_jobs=1) -> BootstrapResult``
+    resamples runs. ``BootstrapResult.predict(n_params=, tokens=)`` or ``predict(compute=)``
+    return a :class:`Prediction` (value, lo, hi, level); ``compute_for_loss(target)`` inverts
+    the law; ``param_intervals()`` tabulates the parameters.
+
+Allocation (``allocation``, ``approaches``)
+    ``envelope_fit(checkpoints)`` (Approach 1), ``isoflop_fit(runs)`` (Approach 2) and
+    ``compute_optimal(bootstrap_result)`` (Approach 3) each return an :class:`AllocationFit`:
+    N_opt(C) = n_coef·C^a, D_opt(C) = d_coef·C^b, tokens per parameter, with intervals.
+
+Backtests (``backtest``)
+    ``backtest(runs, factors=(10, 100, 1000)) -> BacktestResult``: fit below a compute cut,
+    predict every run above it, report relative errors and interval coverage per law.
+
+Forecasts from a ladder (``forecast``)
+    ``select_law(cells)`` picks a law and fit range by holding out the ladder's largest
+    budgets; ``forecast(cells, target, selection)`` predicts one planned run with an interval
+    that carries the law's backtest error and its rivals. :class:`PlateauLaw`
+    (``E + (L0 − E)/(1 + (C/C0)^alpha)``) follows small models out of the unigram plateau.
+
+Capabilities (``capability``)
+    ``capability_runs(per_problem)`` turns per-problem pass rates into −mean log pass rate per
+    run (the GPT-4 report's form, ``gpt4_law()``); ``pass_rate_runs`` a pass-rate column for
+    :class:`SigmoidLaw`; ``forecast_pass_rate`` predicts one with an interval;
+    ``problem_curves`` flags problems whose pass rate falls as compute grows.
+
+Example::
+
+    from scalelab.forecast import bootstrap, fit_law, load_runs_csv
+
+    runs = load_runs_csv("runs.csv")
+    fit = fit_law(runs, "chinchilla")
+    boot = bootstrap(fit, runs, n_resamples=1000, seed=0, n_jobs=2)
+    print(boot.predict(n_params=70e9, tokens=1.4e12))
+"""
+
+from scalelab.forecast.allocation import AllocationFit, compute_optimal
+from scalelab.forecast.approaches import envelope_fit, isoflop_fit
+from scalelab.forecast.backtest import BacktestResult, backtest, default_laws
+from scalelab.forecast.bootstrap import BootstrapResult, bootstrap
+from scalelab.forecast.fit import FitResult, fit_law
+from scalelab.forecast.forecast import forecast, select_law
+from scalelab.forecast.intervals import Prediction
+from scalelab.forecast.io import load_epoch_chinchilla, load_runs_csv
+from scalelab.forecast.laws import (
+    LAWS,
+    Chinchilla,
+    KaplanJoint,
+    Law,
+    PlateauLaw,
+    PowerLaw,
+    SigmoidLaw,
+    make_law,
+)
+from scalelab.forecast.objectives import Objective
+from scalelab.forecast.overoptimization import (
+    OveroptFit,
+    OveroptScaling,
+    bon_curve,
+    bon_estimate,
+    bon_kl,
+    fit_overoptimization,
+    fit_overoptimization_by_size,
+    gold_model,
+)
+from scalelab.forecast.runs import prepare_runs
+
+__all__ = [
+    "LAWS",
+    "AllocationFit",
+    "BacktestResult",
+    "BootstrapResult",
+    "Chinchilla",
+    "FitResult",
+    "KaplanJoint",
+    "Law",
+    "Objective",
+    "OveroptFit",
+    "OveroptScaling",
+    "PlateauLaw",
+    "PowerLaw",
+    "Prediction",
+    "SigmoidLaw",
+    "backtest",
+    "bon_curve",
+    "bon_estimate",
+    "bon_kl",
+    "bootstrap",
+    "compute_optimal",
+    "default_laws",
+    "envelope_fit",
+    "fit_law",
+    "fit_overoptimization",
+    "fit_overoptimization_by_size",
+    "forecast",
+    "gold_model",
+    "isoflop_fit",
+    "load_epoch_chinchilla",
+    "load_runs_csv",
+    "make_law",
+    "prepare_runs",
+    "select_law",
+]
