@@ -16,24 +16,42 @@ Then a seeded 1,000-resample bootstrap of the default fit, on ``--jobs`` worker 
 
 Run: ``python benchmarks/bench_fit.py [--quick] [--repeats 5] [--jobs 2]``. The machine may be
 shared; the load average is printed so that numbers can be read against it.
+
+Checkpoint-level data: ``--rows 100000 1000000`` times instead, for each row count, what
+``scalelab fit`` runs on a table of that size: the default Chinchilla fit (with its
+identifiability check) and a seeded bootstrap with the CLI's defaults (200 resamples on 2
+processes; ``--resamples``, ``--jobs``), on synthetic runs of ``--checkpoints`` checkpoints each
+(1,000 runs x 100 checkpoints for 10^5 rows) with 1% log-normal noise. It prints every repeat,
+the medians, the load average before and after, and the fitted law, so that two versions can be
+compared: to time the code before a change, run the same command with ``PYTHONPATH`` pointing
+at a copy of the old package (e.g. ``git worktree add /tmp/old <commit>``, then
+``PYTHONPATH=/tmp/old python benchmarks/bench_fit.py --rows 100000``); the first line names the
+package timed. Progress lines of long fits go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import huber
 
+import scalelab
 from scalelab.forecast import Chinchilla, bootstrap, fit_law, load_epoch_chinchilla
 from scalelab.forecast.blas import single_threaded_blas
 
 DATA = Path(__file__).resolve().parents[1] / "analysis" / "data"
+# Hoffmann et al.'s fit, the law the synthetic checkpoints follow.
+TRUE_LAW = Chinchilla(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+CLI_RESAMPLES = 200  # `scalelab fit --resamples` default (scalelab/cli/fits.py)
 
 
 def naive_objective(params: np.ndarray, n: np.ndarray, d: np.ndarray, loss: np.ndarray) -> float:
@@ -65,6 +83,87 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def checkpoint_runs(n_rows: int, checkpoints: int, noise: float, seed: int = 0) -> pd.DataFrame:
+    """``n_rows // checkpoints`` runs (N in [1e7, 1e10], final D in [1e9, 1e12], log-uniform),
+    each validated at ``checkpoints`` evenly spaced token counts, loss from ``TRUE_LAW`` with
+    log-normal noise of ``noise``."""
+    rng = np.random.default_rng(seed)
+    n_runs = max(1, n_rows // checkpoints)
+    n = np.exp(rng.uniform(np.log(1e7), np.log(1e10), n_runs))
+    d = np.exp(rng.uniform(np.log(1e9), np.log(1e12), n_runs))
+    steps = np.arange(1, checkpoints + 1)
+    runs = pd.DataFrame(
+        {
+            "run_id": np.repeat(np.arange(n_runs), checkpoints),
+            "step": np.tile(steps, n_runs),
+            "n_params": np.repeat(n, checkpoints),
+            "tokens": (d[:, None] * steps[None, :] / checkpoints).ravel(),
+        }
+    )
+    clean = TRUE_LAW.predict(n_params=runs["n_params"].to_numpy(), tokens=runs["tokens"].to_numpy())
+    runs["loss"] = clean * np.exp(noise * rng.normal(size=len(runs)))
+    return runs
+
+
+def bench_rows(n_rows: int, args: argparse.Namespace) -> tuple[float, float, float, float]:
+    """Time fit + bootstrap on ``n_rows`` checkpoint rows; returns medians and the load."""
+    runs = checkpoint_runs(n_rows, args.checkpoints, args.noise)
+    resamples = args.resamples or CLI_RESAMPLES
+    print(
+        f"\n{len(runs):,} rows = {runs['run_id'].nunique():,} runs x {args.checkpoints} "
+        f"checkpoints, noise {args.noise:.0%}; fit_law(runs) + bootstrap(n_resamples="
+        f"{resamples}, n_jobs={args.jobs}, seed=0)",
+        flush=True,
+    )
+    fits, boots, loads = [], [], []
+    for repeat in range(args.repeats or 3):
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        fit = fit_law(runs)
+        t1 = time.perf_counter()
+        boot = bootstrap(fit, runs, n_resamples=resamples, seed=0, n_jobs=args.jobs)
+        t2 = time.perf_counter()
+        fits.append(t1 - t0)
+        boots.append(t2 - t1)
+        loads += [load, os.getloadavg()[0]]
+        print(
+            f"  repeat {repeat + 1}: fit {t1 - t0:7.1f} s, bootstrap {t2 - t1:7.1f} s, "
+            f"total {t2 - t0:7.1f} s  (load average {load:.2f} -> {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
+    print(f"  {fit.law}  objective {fit.value:.10e}")
+    table = boot.param_intervals(level=0.9)
+    print(
+        "  90% intervals: "
+        + ", ".join(f"{p} [{r.lo:.5g}, {r.hi:.5g}]" for p, r in table.iterrows())
+        + f"; {boot.n_failed} failed, {boot.n_unconverged} unconverged"
+    )
+    total = [f + b for f, b in zip(fits, boots, strict=True)]
+    return (
+        statistics.median(fits),
+        statistics.median(boots),
+        statistics.median(total),
+        statistics.median(loads),
+    )
+
+
+def main_rows(args: argparse.Namespace) -> None:
+    logging.basicConfig(stream=sys.stderr, format="  progress: %(message)s")
+    logging.getLogger("scalelab.forecast").setLevel(logging.INFO)
+    print(
+        f"scalelab from {Path(scalelab.__file__).parent}, {os.cpu_count()} CPUs, "
+        f"load average at start {os.getloadavg()[0]:.2f}"
+    )
+    rows = [(n, *bench_rows(n, args)) for n in args.rows]
+    print(
+        f"\n{'rows':>10} {'fit (s)':>9} {'bootstrap (s)':>14} {'total (s)':>10} "
+        f"{'load avg':>9}  (medians of {args.repeats or 3})"
+    )
+    for n, fit_s, boot_s, total_s, load in rows:
+        print(f"{n:>10,} {fit_s:>9.1f} {boot_s:>14.1f} {total_s:>10.1f} {load:>9.2f}")
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -73,10 +172,25 @@ def main() -> None:
         help="run the naive loop on --subset random starts and extrapolate",
     )
     parser.add_argument("--subset", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=None, help="default 5, or 3 with --rows")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument(
+        "--resamples", type=int, default=None, help="default 1,000, or 200 (the CLI's) with --rows"
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        help="time fit + bootstrap on synthetic checkpoint-level data of these many rows",
+    )
+    parser.add_argument("--checkpoints", type=int, default=100, help="checkpoints per run")
+    parser.add_argument("--noise", type=float, default=0.01, help="log-normal loss noise")
     args = parser.parse_args()
+    if args.rows:
+        main_rows(args)
+        return
+    args.repeats = args.repeats or 5
+    args.resamples = args.resamples or 1000
 
     runs = load_epoch_chinchilla(DATA / "epoch_chinchilla_svg_extracted_data.csv")
     grid = Chinchilla().theta_grid()

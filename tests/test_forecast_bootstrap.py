@@ -15,6 +15,7 @@ from scalelab.forecast import (
     bootstrap,
     fit_law,
 )
+from scalelab.forecast import fit as fit_module
 from scalelab.forecast.runs import resample_units
 
 TRUE = Chinchilla(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
@@ -189,3 +190,30 @@ def test_bootstrap_checks_its_inputs(fit, runs):
         bootstrap(fit, runs, n_resamples=1)
     with pytest.raises(ValueError, match="n_jobs must be"):
         bootstrap(fit, runs, n_jobs=0)
+
+
+def test_long_fits_and_bootstraps_report_progress(monkeypatch, fit, runs):
+    # Lines come after _PROGRESS_AFTER seconds, at most every _PROGRESS_EVERY: both 0 here.
+    monkeypatch.setattr(fit_module, "_PROGRESS_AFTER", 0.0)
+    monkeypatch.setattr(fit_module, "_PROGRESS_EVERY", 0.0)
+    lines: list[str] = []
+    fit_law(runs, progress=lines.append)
+    assert "fit: L-BFGS-B: 16/16 starts (" in " ".join(lines)
+    assert any(line.startswith("fit: identifiability check: 32/32 resamples") for line in lines)
+    for n_jobs in (1, 2):
+        lines.clear()
+        bootstrap(fit, runs, n_resamples=8, seed=0, n_jobs=n_jobs, progress=lines.append)
+        assert lines[-1].startswith("bootstrap: 8/8 resamples (")
+        assert len(lines) == (8 if n_jobs == 1 else 2)  # workers report per task of 4
+
+
+def test_progress_goes_to_the_forecast_logger_and_short_runs_are_quiet(
+    monkeypatch, caplog, fit, runs
+):
+    with caplog.at_level("INFO", logger="scalelab.forecast"):
+        bootstrap(fit, runs, n_resamples=4, seed=0)
+        assert caplog.records == []  # well under the 3 s before a first progress line
+        monkeypatch.setattr(fit_module, "_PROGRESS_AFTER", 0.0)
+        bootstrap(fit, runs, n_resamples=4, seed=0)
+    assert caplog.records[-1].name == "scalelab.forecast"
+    assert caplog.records[-1].getMessage().startswith("bootstrap: 4/4 resamples")

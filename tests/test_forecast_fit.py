@@ -13,8 +13,10 @@ from scalelab.forecast import (
     KaplanJoint,
     Objective,
     PowerLaw,
+    bootstrap,
     fit_law,
 )
+from scalelab.forecast import fit as fit_module
 
 TRUE_LAWS = {
     "chinchilla": Chinchilla(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28),
@@ -161,6 +163,71 @@ def test_warns_when_the_irreducible_term_is_not_identified():
 def test_no_identification_warning_on_well_spread_data():
     fit = fit_law(synthetic_runs(TRUE_LAWS["chinchilla"], noise=0.005, seed=8))
     assert fit.warnings == ()
+
+
+# ---- large tables: subsample search, blocks, fused Chinchilla, resamples without zeros ---------
+def checkpoint_runs(law, n_runs=60, checkpoints=20, noise=0.01, seed=0):
+    """``n_runs`` runs, each validated at ``checkpoints`` evenly spaced token counts."""
+    rng = np.random.default_rng(seed)
+    n = np.exp(rng.uniform(np.log(1e7), np.log(1e10), n_runs))
+    d = np.exp(rng.uniform(np.log(1e9), np.log(1e12), n_runs))
+    steps = np.arange(1, checkpoints + 1)
+    df = pd.DataFrame(
+        {
+            "run_id": np.repeat(np.arange(n_runs), checkpoints),
+            "step": np.tile(steps, n_runs),
+            "n_params": np.repeat(n, checkpoints),
+            "tokens": (d[:, None] * steps / checkpoints).ravel(),
+        }
+    )
+    df["compute"] = 6 * df["n_params"] * df["tokens"]
+    clean = law.predict(**{v: df[v].to_numpy() for v in law.variables})
+    df["loss"] = clean * np.exp(noise * rng.normal(size=len(df)))
+    return df
+
+
+@pytest.mark.parametrize("name", ["chinchilla", "chinchilla_no_offset", "kaplan", "power_c"])
+def test_the_large_table_path_finds_the_plain_optimum(monkeypatch, name):
+    # 1,200 rows forced through the path of a large table: starts searched on 200 rows and
+    # refined on all, evaluation in blocks of 100 rows (Chinchilla's fused), the identifiability
+    # check's resamples without their zero-count rows. The minimum is the plain path's, to the
+    # optimiser's tolerance (flat directions such as A against alpha move by ~1e-5).
+    law = TRUE_LAWS[name]
+    runs = checkpoint_runs(law)
+    plain = fit_law(runs, template(law))
+    plain_boot = bootstrap(plain, runs, n_resamples=20, seed=0)
+    monkeypatch.setattr(fit_module, "_ROW_BLOCK", 100)
+    monkeypatch.setattr(fit_module, "_SEARCH_ROWS", 200)
+    fast = fit_law(runs, template(law))
+    assert fast.value == pytest.approx(plain.value, rel=1e-8)
+    assert fast.law.params == pytest.approx(plain.law.params, rel=1e-4)
+    assert fast.warnings == plain.warnings
+    assert fast.n_refined == plain.n_refined == 16
+    np.testing.assert_allclose(fast.optima[0], plain.optima[0], rtol=1e-4, atol=1e-6)
+    fast_boot = bootstrap(fast, runs, n_resamples=20, seed=0)
+    np.testing.assert_allclose(
+        fast_boot.param_intervals()[["lo", "hi"]],
+        plain_boot.param_intervals()[["lo", "hi"]],
+        rtol=2e-3,
+    )
+
+
+def test_the_fused_chinchilla_evaluation_matches_the_law(monkeypatch):
+    law = Chinchilla()
+    runs = checkpoint_runs(TRUE_LAWS["chinchilla"], n_runs=10)
+    monkeypatch.setattr(fit_module, "_ROW_BLOCK", 64)
+    rng = np.random.default_rng(0)
+    for objective in (Objective(), Objective(kind="mse"), Objective(kind="asymmetric")):
+        problem = fit_module.Problem.from_runs(runs, law, objective)
+        counts = rng.integers(0, 3, problem.n_rows).astype(np.float32)
+        resampled = problem.resampled(counts)
+        assert resampled.n_rows == np.count_nonzero(counts)  # zero-count rows dropped
+        for theta in law.theta_grid()[rng.choice(4500, 20)]:
+            pred, jac = law.log_model(theta, problem.z, jac=True)
+            value, deriv = objective.value_and_derivative(problem.y - pred, counts)
+            got_value, got_grad = resampled.value_and_grad(theta)
+            assert got_value == pytest.approx(value, rel=1e-12)
+            np.testing.assert_allclose(got_grad, -(jac * deriv).sum(axis=1), rtol=1e-10)
 
 
 # ---- bad input ------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
+from scalelab.forecast.support import absurd_allocation, beaten_by_a_run, frontier
 from scalelab.results.fits import FitStore, fit_table
 from scalelab.results.runs import read_csv_table
-from scalelab.results.support import absurd_allocation, beaten_by_a_run, frontier
 from scalelab.workspace import Workspace
 from tests.test_query_cli import run_cli
 from tests.test_query_data import write_csv

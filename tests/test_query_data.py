@@ -19,7 +19,8 @@ import pytest
 from in_process import scalelab
 
 from scalelab.forecast import Chinchilla
-from scalelab.results.fits import EXTRAPOLATION_WARN, FitStore, StoredFit, fit_table
+from scalelab.forecast.answer import EXTRAPOLATION_WARN, Fit
+from scalelab.results.fits import FitStore, fit_table
 from scalelab.results.runs import RunTable, read_csv_table, read_mlflow_table
 from scalelab.workspace import Workspace
 
@@ -163,7 +164,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     return shared_sweep(tmp_path_factory)
 
 
-def known_fit(tmp_path: Path, resamples: int = 8) -> StoredFit:
+def known_fit(tmp_path: Path, resamples: int = 8) -> Fit:
     table = read_csv_table(write_csv(tmp_path / "runs.csv"))
     return fit_table(table, experiment="syn", law="chinchilla", n_resamples=resamples, n_jobs=1)
 
@@ -277,7 +278,7 @@ def test_a_record_written_before_law_auto_still_reads(tmp_path: Path):
     assert payload["requested"] == "chinchilla" and payload["choice"] is None
     for key in ("requested", "choice", "form_error"):  # the fields issue 12 added
         payload.pop(key)
-    old = StoredFit.from_dict(payload)
+    old = Fit.from_dict(payload)
     assert old.key == "chinchilla" and old.choice is None and old.form_error is None
     answer = old.answer(params=1e8, tokens=2e10)
     assert answer.calibration is None
@@ -314,7 +315,7 @@ def test_auto_fits_are_filed_under_auto_and_widen_by_the_benchmarks_form_error(t
     table = read_csv_table(write_csv(tmp_path / "runs.csv"))
     auto = fit_table(table, experiment="syn", law="auto", n_resamples=4, n_jobs=1)
     assert auto.key == "auto" and auto.choice is not None and auto.form_error is not None
-    assert auto.law_key == auto.choice.form.law_key
+    assert auto.law_key == auto.choice.form.name
     store = FitStore(Workspace.resolve(tmp_path / "ws"))
     store.save(auto)
     assert store.latest("syn", "auto").choice == auto.choice

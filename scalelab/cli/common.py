@@ -78,6 +78,19 @@ def quiet_tracking_logs() -> None:
     tracking.quiet_logs()
 
 
+def show_progress() -> None:
+    """Print the engine's progress lines (a fit or bootstrap past a few seconds) on stderr."""
+    import logging
+
+    engine = logging.getLogger("scalelab.forecast")
+    if not any(getattr(h, "scalelab_progress", False) for h in engine.handlers):
+        handler = logging.StreamHandler()  # stderr: --json keeps stdout for its answer
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.scalelab_progress = True  # type: ignore[attr-defined]
+        engine.addHandler(handler)
+        engine.setLevel(logging.INFO)
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)

@@ -67,8 +67,8 @@ def dashboard(
     import time
 
     with user_input():
-        from scalelab.forecast.forms import check_law_key
         from scalelab.dashboard import build_dashboard
+        from scalelab.forecast.forms import check_law_key
 
         if resamples is not None:
             at_least("--resamples", resamples, 2)

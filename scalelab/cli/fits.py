@@ -21,7 +21,7 @@ from scalelab.cli.common import TrackingOpt, UsageError, WorkspaceOpt, at_least,
 from scalelab.vocab import AUTO_LAW, DEFAULT_LAW
 
 if TYPE_CHECKING:
-    from scalelab.results.fits import StoredFit
+    from scalelab.forecast.answer import Fit
     from scalelab.results.runs import RunTable
     from scalelab.workspace import Workspace
 
@@ -193,6 +193,7 @@ def fit(
         ws, table = _open_runs(
             source, workspace, tracking_uri, resamples=resamples, jobs=jobs, curves=True
         )
+        common.show_progress()
         stored = fit_table(
             table,
             experiment=source.name,
@@ -224,7 +225,7 @@ def fit(
     _echo_notes(notes)
 
 
-def _fit_payload(stored: StoredFit, dashboard_path: Path | None) -> dict[str, Any]:
+def _fit_payload(stored: Fit, dashboard_path: Path | None) -> dict[str, Any]:
     """``scalelab fit --json``: the law, its parameters with intervals, and what it fitted."""
     table_df = stored.param_table()
     return {
@@ -262,8 +263,8 @@ def _echo_notes(notes: list[str]) -> None:
 
 
 def _log_fit(
-    stored: StoredFit, table: RunTable, ws: Workspace
-) -> tuple[StoredFit, Path, list[str]]:
+    stored: Fit, table: RunTable, ws: Workspace
+) -> tuple[Fit, Path, list[str]]:
     """Draw the fit's panels, log the fit run with them; returns (fit, dashboard path, notes)."""
     from scalelab.cli.dashboard import board_artifacts
     from scalelab.dashboard import FIT_PANELS, build_dashboard, write_html
@@ -454,7 +455,7 @@ def _find_fit(
     fit_id: str | None,
     csv: Path | None,
     law: str | None,
-) -> StoredFit:
+) -> Fit:
     from scalelab.forecast.forms import check_law_key
     from scalelab.results.fits import FitStore
 
@@ -478,6 +479,7 @@ def _find_fit(
         typer.echo(
             f"fitting {key} to {csv} (first query of this file; cached for the next)", err=True
         )
+        common.show_progress()
         stored = fit_table(table, experiment=csv.stem, law=key)
         store.save_for_data(stored)
         return stored

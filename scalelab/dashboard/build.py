@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scalelab.forecast.forms import law_for_key
 from scalelab.dashboard.definition import (
     OPTUNA_PANELS,
     DashboardDefinition,
     OptunaStudy,
     Source,
 )
-from scalelab.results.fits import FitStore, StoredFit, fit_table, write_json_atomic
+from scalelab.forecast.answer import Fit
+from scalelab.forecast.forms import law_for_key
+from scalelab.results.fits import FitStore, fit_table, write_json_atomic
 from scalelab.results.runs import RunTable
 from scalelab.vocab import AUTO_LAW
 from scalelab.workspace import Workspace
@@ -38,7 +39,7 @@ class SourceView:
     label: str
     source: Source
     table: RunTable
-    fit: StoredFit | None = None
+    fit: Fit | None = None
     isoflop: Any = None  # AllocationFit (Approach 2)
     envelope: Any = None  # AllocationFit (Approach 1)
     backtest: Any = None  # BacktestResult
@@ -99,7 +100,7 @@ def _fit_for(
     store: FitStore,
     n_jobs: int,
     say: Callable[[str], None],
-) -> StoredFit:
+) -> Fit:
     table, law, cut = view.table, definition.law, definition.exclude_before
     fingerprint = table.fingerprint(cut)
     if view.source.experiment is not None:
@@ -200,7 +201,7 @@ def gather(
     definition: DashboardDefinition,
     workspace: Workspace,
     *,
-    preloaded: dict[int, tuple[RunTable, StoredFit | None]] | None = None,
+    preloaded: dict[int, tuple[RunTable, Fit | None]] | None = None,
     n_jobs: int = 2,
     say: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[SourceView], list[str]]:
@@ -272,7 +273,7 @@ def build_dashboard(
     definition: DashboardDefinition,
     workspace: Workspace,
     *,
-    preloaded: dict[int, tuple[RunTable, StoredFit | None]] | None = None,
+    preloaded: dict[int, tuple[RunTable, Fit | None]] | None = None,
     n_jobs: int = 2,
     say: Callable[[str], None] = lambda _: None,
 ) -> Dashboard:

@@ -18,13 +18,13 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from scalelab.dashboard.definition import ALL_PANELS
-from scalelab.results.fits import EXTRAPOLATION_WARN
+from scalelab.forecast.answer import EXTRAPOLATION_WARN
 from scalelab.vocab import compute_6nd
 
 if TYPE_CHECKING:
     from scalelab.dashboard.build import SourceView
     from scalelab.dashboard.definition import DashboardDefinition, Planned
-    from scalelab.results.fits import StoredFit
+    from scalelab.forecast.answer import Fit
 
 LOSS = "validation loss (nats/token)"
 COMPUTE = "training compute C (FLOPs)"
@@ -166,11 +166,11 @@ def _hover(df: Any) -> list[str]:
     return out
 
 
-def _fitted(views: list[SourceView]) -> list[tuple[int, SourceView, StoredFit]]:
+def _fitted(views: list[SourceView]) -> list[tuple[int, SourceView, Fit]]:
     return [(i, v, v.fit) for i, v in enumerate(views) if v.fit is not None]
 
 
-def _compute_grid(fit: StoredFit, planned: list[Planned], reach: float = 1.0) -> np.ndarray:
+def _compute_grid(fit: Fit, planned: list[Planned], reach: float = 1.0) -> np.ndarray:
     """Compute from half the smallest fitted run to twice the largest of the fitted runs times
     ``reach`` and the planned sizes."""
     top = max([fit.data["max_compute"] * reach, *[p.total_compute for p in planned]])
@@ -178,7 +178,7 @@ def _compute_grid(fit: StoredFit, planned: list[Planned], reach: float = 1.0) ->
 
 
 def _compute_for_sizes(
-    fit: StoredFit, runs: Any, planned: list[Planned], grid: np.ndarray
+    fit: Fit, runs: Any, planned: list[Planned], grid: np.ndarray
 ) -> np.ndarray:
     """Budgets whose compute-optimal N spans the size axis (half the smallest run to twice the
     largest run or planned size), so the law runs across the whole plot; ``grid`` when none
@@ -190,7 +190,7 @@ def _compute_for_sizes(
     return wide[inside] if inside.sum() >= 2 else grid
 
 
-def _planned_point(fit: StoredFit, p: Planned) -> tuple[float, float, Any] | None:
+def _planned_point(fit: Fit, p: Planned) -> tuple[float, float, Any] | None:
     """(N, C, loss prediction) of a planned size under ``fit`` (N is N_opt for a budget)."""
     variables = fit.law.variables
     if p.compute is not None:
@@ -204,7 +204,7 @@ def _planned_point(fit: StoredFit, p: Planned) -> tuple[float, float, Any] | Non
 
 
 def _add_planned(
-    fig: go.Figure, fit: StoredFit, planned: list[Planned], axis: str, color: str, label: str
+    fig: go.Figure, fit: Fit, planned: list[Planned], axis: str, color: str, label: str
 ) -> None:
     xs, ys, lo, hi, names = [], [], [], [], []
     for p in planned:
@@ -240,7 +240,7 @@ def _add_planned(
         )
 
 
-def _extrapolation_marks(fig: go.Figure, fits: list[tuple[int, SourceView, StoredFit]]) -> None:
+def _extrapolation_marks(fig: go.Figure, fits: list[tuple[int, SourceView, Fit]]) -> None:
     """Dotted lines at the largest fitted compute and where ``predict`` starts warning."""
     if not fits:
         return

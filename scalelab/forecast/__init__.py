@@ -1,6 +1,20 @@
-"""Scaling-law analysis: fit laws to runs, put intervals on predictions, allocate compute.
+"""The forecasting engine: fit laws to runs, answer with calibrated intervals, allocate compute.
 
-Pure numpy/scipy/pandas: importing this package does not import torch, Lightning or MLflow.
+Pure numpy/scipy/pandas: importing this package does not import torch, Lightning, MLflow or
+Optuna. Every forecast of the project (``scalelab fit``/``predict``/``backtest``, dashboards, a
+sweep's closing fit, the studies) answers through it; ``scalelab.results`` only stores records.
+
+Forms and the default (``forms``, ``chooser``, ``calibration``, ``benchmark``)
+    :data:`FORMS` is the one registry of the laws users name (``--law KEY``): a law template
+    built from the runs and the points it is fitted to. ``auto`` is the default the
+    forecasting benchmark (``scalelab benchmark forecasts``) chose leave-one-source-out on
+    published ladders, stored with each form's model of its form error
+    (``forecast_rule.json``, package data).
+
+Answers (``answer``)
+    ``fit_runs(runs, law="auto") -> Fit``; ``Fit.answer(params=, tokens=)``,
+    ``answer(compute=)`` or ``answer(loss=)`` give the loss, the compute-optimal model or the
+    compute a loss needs, with the bootstrap interval widened by the form-error model.
 
 Data
     A pandas DataFrame of runs in the project vocabulary: ``n_params`` (N), ``tokens`` (D),
@@ -9,12 +23,13 @@ Data
     (tracked runs: ``scalelab.results.runs``). Bad input raises ``ValueError``
     naming the problem.
 
-Laws (``laws``)
+Laws (``laws``, ``laws_bounded``)
     :class:`PowerLaw` (``E + A·x^-alpha`` in x ∈ {n_params, tokens, compute}, or without E),
     :class:`Chinchilla` (``E + A·N^-alpha + B·D^-beta``, or without E), :class:`KaplanJoint`
     (``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``). Each has named parameters, a pure
-    vectorised ``predict``, ``__str__``, ``to_dict``/``Law.from_dict``. New forms subclass
-    :class:`Law` and declare parameters, bounds and a start grid.
+    vectorised ``predict``, ``__str__``, ``to_dict``/``Law.from_dict``. :class:`M4Law` and
+    :class:`BoundedNDLaw` are bounded by a plateau L0 and a floor E set from the runs. New laws
+    subclass :class:`Law` (which registers them) and declare parameters, bounds and a grid.
 
 Fitting (``fit``, ``objectives``, ``varpro``)
     ``fit_law(runs, law="chinchilla", *, objective="huber", engine="lbfgs") -> FitResult``.
@@ -56,15 +71,22 @@ Example::
     runs = load_runs_csv("runs.csv")
     fit = fit_law(runs, "chinchilla")
     boot = bootstrap(fit, runs, n_resamples=1000, seed=0, n_jobs=2)
-    print(boot.predict(n_params=70e9, tokens=1.4e12))
+    print(boot.predict(n_params=70e9, tokens=1.4e12))  # the bootstrap interval alone
+
+    from scalelab.forecast import fit_runs
+
+    fit = fit_runs(runs, law="auto")  # the calibrated interval, as scalelab predict prints
+    print("\n".join(fit.answer(compute=1e24).lines()))
 """
 
 from scalelab.forecast.allocation import AllocationFit, compute_optimal
+from scalelab.forecast.answer import Answer, Fit, fit_runs
 from scalelab.forecast.approaches import envelope_fit, isoflop_fit
 from scalelab.forecast.backtest import BacktestResult, backtest, default_laws
 from scalelab.forecast.bootstrap import BootstrapResult, bootstrap
 from scalelab.forecast.fit import FitResult, fit_law
 from scalelab.forecast.forecast import forecast, select_law
+from scalelab.forecast.forms import FORMS, Form
 from scalelab.forecast.intervals import Prediction
 from scalelab.forecast.io import load_epoch_chinchilla, load_runs_csv
 from scalelab.forecast.laws import (
@@ -77,6 +99,7 @@ from scalelab.forecast.laws import (
     SigmoidLaw,
     make_law,
 )
+from scalelab.forecast.laws_bounded import BoundedNDLaw, M4Law
 from scalelab.forecast.objectives import Objective
 from scalelab.forecast.overoptimization import (
     OveroptFit,
@@ -91,7 +114,14 @@ from scalelab.forecast.overoptimization import (
 from scalelab.forecast.runs import prepare_runs
 
 __all__ = [
+    "FORMS",
     "LAWS",
+    "Answer",
+    "BoundedNDLaw",
+    "Fit",
+    "Form",
+    "M4Law",
+    "fit_runs",
     "AllocationFit",
     "BacktestResult",
     "BootstrapResult",

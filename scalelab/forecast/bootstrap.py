@@ -332,11 +332,7 @@ def bootstrap(
     starts = fit.optima[:n_starts] if len(fit.optima) else law.to_theta()[None, :]
     counts = resample_counts(n_units, n_resamples, seed)
     row_units = None if unit == "row" else units  # rows of one run share its count
-    report = Progress(progress)
-
-    def done(n: int, total: int) -> None:
-        report("bootstrap: resamples", n, total)
-
+    done = Progress(progress).stage("bootstrap", "resamples")
     if n_jobs == 1:
         thetas, _, converged = refit_weighted(problem, starts, counts, row_units, done)
     else:

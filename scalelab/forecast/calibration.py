@@ -102,8 +102,7 @@ class FormError:
     def from_dict(cls, payload: Mapping[str, Any]) -> FormError:
         if payload.get("unit") != "t-model":
             raise ValueError(
-                "fit record holds a form-error term from an older version: refit with "
-                "scalelab fit"
+                "fit record holds a form-error term from an older version: refit with scalelab fit"
             )
         keys = ("sigma", "gamma", "nu", "n_forecasts", "n_ladders")
         return cls(**{k: payload[k] for k in keys if k in payload})

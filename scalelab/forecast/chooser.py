@@ -24,11 +24,11 @@ frontier form needs :data:`MIN_FRONTIER` points, as every fit the rule was learn
 from __future__ import annotations
 
 import json
-from importlib import resources
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,9 @@ def choose_form(
 
     def unfit(form: Form) -> str:
         """Why ``form`` cannot be fitted to these runs ("" if it can)."""
+        if form.members:  # an average fits with the members that can be fitted
+            why = [unfit(FORMS[m]) for m in form.members]
+            return "" if not all(why) else f"no member can be fitted ({why[0]})"
         if form.exclude_before is not None and not has_curves:
             return "the runs have no training curves"
         if form.points == "all" and not can_fit_nd:

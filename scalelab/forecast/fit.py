@@ -31,12 +31,13 @@ A fit that runs longer than a few seconds reports its progress (``Progress``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -94,7 +95,11 @@ class Progress:
         self.last = -math.inf
         self.reported: set[str] = set()
 
-    def __call__(self, what: str, done: int, total: int) -> None:
+    def stage(self, what: str, unit: str) -> Callable[[int, int], None]:
+        """A ``(done, total)`` callback for one stage, e.g. ``stage("bootstrap", "resamples")``."""
+        return lambda done, total: self._update(what, unit, done, total)
+
+    def _update(self, what: str, unit: str, done: int, total: int) -> None:
         now = time.perf_counter()
         elapsed = now - self.t0
         if elapsed < _PROGRESS_AFTER:
@@ -104,7 +109,28 @@ class Progress:
             return
         self.last = now
         self.reported.add(what)
-        self.report(f"{what}: {done:,}/{total:,} ({elapsed:.0f} s)")
+        self.report(f"{what}: {done:,}/{total:,} {unit} ({elapsed:.0f} s)")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _single_threaded(func: _F) -> _F:
+    """``with_single_threaded_blas``, with scipy.optimize loaded first.
+
+    scipy ships its own OpenBLAS, and threadpoolctl limits only the libraries loaded when the
+    limit is set: a process's first fit, entered before its first (lazy) import of
+    scipy.optimize, ran L-BFGS-B on two spinning BLAS threads, 1 ms per iteration on a busy
+    machine instead of 20 µs (its 16 subsample searches took 8 s instead of 0.4 s).
+    """
+    limited = with_single_threaded_blas(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _ = optimize.minimize  # loads scipy.optimize and its BLAS
+        return limited(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -326,7 +352,7 @@ def distinct_optima(fits: Sequence[LocalFit], limit: int = 5) -> np.ndarray:
     return np.array(out)
 
 
-@with_single_threaded_blas
+@_single_threaded
 def refit_weighted(
     problem: Problem,
     starts: np.ndarray,
@@ -516,7 +542,7 @@ def _identifiability_check(
         starts,
         counts,
         None if unit == "row" else units,
-        lambda done, total: progress("fit: identifiability check", done, total),
+        progress.stage("fit: identifiability check", "resamples"),
     )
     samples = params_from_thetas(problem.law, thetas)
     return identifiability_warnings(problem.law, samples, loss_min, level=0.9)
@@ -560,7 +586,7 @@ def _residual_stats(r: np.ndarray) -> dict[str, float]:
     }
 
 
-@with_single_threaded_blas
+@_single_threaded
 def fit_law(
     runs: pd.DataFrame,
     law: Law | str = "chinchilla",
@@ -631,19 +657,10 @@ def fit_law(
     order = np.argsort(screened, kind="stable")
     if n_refine is not None:
         order = order[:n_refine]
-    fits = minimise(
-        search,
-        candidates[order],
-        lambda done, total: report("fit: L-BFGS-B from the best starts", done, total),
-    )
+    fits = minimise(search, candidates[order], report.stage("fit: L-BFGS-B", "starts"))
     if search is not problem:
-        fits = refine_on_all_rows(
-            problem,
-            fits,
-            lambda done, total: report(
-                f"fit: refining optima on all {problem.n_rows:,} rows", done, total
-            ),
-        )
+        where = f"fit: refining on all {problem.n_rows:,} rows"
+        fits = refine_on_all_rows(problem, fits, report.stage(where, "optima"))
     best = best_fit(fits)
 
     fitted = law.with_theta(best.theta)

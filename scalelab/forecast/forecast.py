@@ -347,10 +347,11 @@ def forecast(
     ``compute_full``) with the selected law fitted on the whole ladder.
 
     The interval combines, in log space, the bootstrap interval of the fit (resampling the
-    points it was fitted to) and a law-form error per decade of compute beyond the ladder
-    (6·N·D, as ``scalelab predict`` counts it): the forecasting benchmark's conformal term
-    for ``auto`` when the rule chose, else the chosen law's own in-ladder backtest error
-    per decade. The predictions of the *rivals* (candidates whose backtest error is within
+    points it was fitted to) and a law-form error that grows with the decades of compute
+    beyond the ladder (6·N·D, as ``scalelab predict`` counts it): the forecasting benchmark's
+    form-error model for ``auto`` when the rule chose (the same rule as every answer,
+    ``FormError.widen``), else the chosen law's own in-ladder backtest error per decade.
+    The predictions of the *rivals* (candidates whose backtest error is within
     ``RIVAL_FACTOR`` of the chosen one's) are reported in ``extra``; with ``by="backtest"``
     they also widen the interval, as they did before the benchmark existed.
     """
@@ -366,13 +367,14 @@ def forecast(
     decades = math.log10(float(target[chosen.compute_column]) / largest)
     form_error = stored_form_error(AUTO_LAW) if selection.choice is not None else None
     if form_error is not None:
+        # The one interval rule of every answer (``FormError.widen``, as scalelab predict).
         decades = math.log10(float(target["compute"]) / float(cells["compute"].max()))
-        per_decade = form_error.per_decade(decades, LEVEL)
+        form_half = float(form_error.half_width(decades, LEVEL))
+        lo, hi = (float(x) for x in form_error.widen(point, p.lo, p.hi, decades, LEVEL))
     else:
-        per_decade = Z_LEVEL * selection.error_per_decade(chosen)
-    form_half = per_decade * max(decades, 0.0)
-    half = math.hypot(boot_half, form_half)
-    lo, hi = point * math.exp(-half), point * math.exp(half)
+        form_half = Z_LEVEL * selection.error_per_decade(chosen) * max(decades, 0.0)
+        half = math.hypot(boot_half, form_half)
+        lo, hi = point * math.exp(-half), point * math.exp(half)
     rivals = {
         f"{c.name} (from budget {c.skip + 1})": float(
             fit_candidate(c, cells).predict(**c.inputs(target))

@@ -12,6 +12,7 @@ subclass, which registers itself in ``scalelab.forecast.laws.LAWS``).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from scalelab.forecast.laws import Chinchilla, KaplanJoint, Law, OddsLaw, PlateauLaw, PowerLaw
+from scalelab.forecast.laws_average import AverageLaw
 from scalelab.forecast.laws_bounded import BoundedNDLaw, M4Law
 from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import AUTO_LAW, compute_6nd
@@ -40,6 +42,7 @@ class Form:
     build: Callable[[Context], Law]
     points: Literal["all", "frontier"] = "all"
     exclude_before: float | None = None
+    members: tuple[str, ...] = ()  # an average: these forms, each fitted on its own points
 
 
 def _unigram(context: Context) -> float | None:
@@ -74,6 +77,20 @@ def _bounds(context: Context) -> dict[str, Any]:
     if plateau is not None and plateau > high:
         return {"e_max": low, "plateau": plateau}
     return {"e_max": low, "l0_min": high}
+
+
+def _average(members: tuple[str, ...]) -> Callable[[Context], Law]:
+    def build(context: Context) -> Law:
+        templates = [FORMS[m].build(context).to_dict() for m in members]
+        return AverageLaw(members=tuple(json.dumps(t) for t in templates))
+
+    return build
+
+
+def average(name: str, members: tuple[str, ...], what: str) -> Form:
+    """A form that averages ``members`` (geometric mean of their predictions)."""
+    summary = f"geometric mean of {', '.join(members)} ({what}), each on its own points"
+    return Form(name, summary, _average(members), members=members)
 
 
 FORMS: dict[str, Form] = {
@@ -139,6 +156,13 @@ FORMS: dict[str, Form] = {
             lambda _: Chinchilla(),
             exclude_before=0.3,
         ),
+        average("avg_frontier", ("compute", "compute_no_e", "odds", "m4"), "the frontier forms"),
+        average("avg_bounded", ("odds", "m4", "bounded_nd"), "the plateau-anchored forms"),
+        average(
+            "avg_all",
+            ("chinchilla", "chinchilla_no_e", "compute", "compute_no_e", "odds", "m4"),
+            "the forms of N and D and of C",
+        ),
     )
 }
 
@@ -194,19 +218,36 @@ def frontier_points(runs: pd.DataFrame) -> pd.DataFrame:
 
 def form_points(form: Form, runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
     """The rows ``form`` is fitted to: every run, the frontier, or the checkpoints of the runs
-    from ``form.exclude_before`` of their tokens on (D = tokens seen, C = 6·N·D)."""
-    if form.exclude_before is None:
-        return frontier_points(runs) if form.points == "frontier" else runs
+    from ``form.exclude_before`` of their tokens on (an average: every run, which its
+    members each reduce to their own points)."""
+    if form.exclude_before is not None:
+        return checkpoint_points(runs, curves, form.exclude_before, what=f"the {form.name} form")
+    return frontier_points(runs) if form.points == "frontier" else runs
+
+
+def checkpoint_points(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    fraction: float,
+    what: str = "--exclude-before",
+    source: str = "these runs",
+) -> pd.DataFrame:
+    """Every validation checkpoint of ``runs`` at or after ``fraction`` of its run's tokens,
+    as a point at D = tokens seen and C = 6·N·D (the bootstrap then resamples whole runs,
+    since checkpoints of one run are not independent)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"--exclude-before must be a fraction in [0, 1); got {fraction}")
     if curves is None or curves.empty:
-        raise ValueError(f"the {form.name} form fits checkpoints; these runs have no curves")
+        raise ValueError(
+            f"{what} fits checkpoints, but {source} has final losses only (no training curves)"
+        )
     keep = curves[
-        (curves["tokens_seen"] >= form.exclude_before * curves["tokens"])
-        & (curves["tokens_seen"] > 0)
+        (curves["tokens_seen"] >= fraction * curves["tokens"]) & (curves["tokens_seen"] > 0)
     ]
     if "run_id" in runs and "run_id" in keep:
         keep = keep[keep["run_id"].isin(runs["run_id"])]
     points = keep.assign(
         tokens=keep["tokens_seen"], compute=compute_6nd(keep["n_params"], keep["tokens_seen"])
     )
-    cols = [c for c in ("run_id", "n_params", "tokens", "compute", "loss") if c in points]
-    return points[cols].reset_index(drop=True)
+    order = ("run_id", "step", "tokens_seen", "n_params", "tokens", "compute", "loss")
+    return points[[c for c in order if c in points]].reset_index(drop=True)

@@ -265,7 +265,12 @@ class Law(ABC):
                 f"unknown law {payload.get('law')!r}; known laws: {', '.join(sorted(LAWS))}"
             ) from err
         params = {k: (math.nan if v is None else float(v)) for k, v in payload["params"].items()}
-        return cls(**payload.get("config", {}), **params)
+        return cls.from_parts(payload.get("config", {}), params)
+
+    @classmethod
+    def from_parts(cls, config: Mapping[str, Any], params: Mapping[str, float]) -> Law:
+        """The law of configuration ``config`` with parameters ``params``."""
+        return cls(**config, **params)
 
     def __str__(self) -> str:
         body = self.formula()

@@ -251,4 +251,3 @@ class BoundedNDLaw(_Bounded):
 
     def asymptote(self) -> float:
         return float(self.E)
-

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from scalelab.forecast.forms import checkpoint_points
 from scalelab.forecast.io import load_epoch_chinchilla, load_runs_csv
 from scalelab.lazy_imports import lazy_module
 from scalelab.results.row_filter import apply_filter
@@ -119,33 +120,12 @@ class RunTable:
         return RunTable(self.source, runs.reset_index(drop=True), curves)
 
     def fit_points(self, exclude_before: float | None = None) -> pd.DataFrame:
-        """The rows a law is fitted to.
-
-        Final losses by default. With ``exclude_before = f`` every validation checkpoint at or
-        after the fraction ``f`` of its run's tokens becomes a point at D = tokens seen (the
-        bootstrap then resamples whole runs, since checkpoints of one run are not independent).
-        """
+        """The rows a law of every run is fitted to: final losses, or with
+        ``exclude_before = f`` the checkpoints past the fraction ``f`` of each run's tokens
+        (``scalelab.forecast.forms.checkpoint_points``)."""
         if exclude_before is None:
             return self.runs
-        if not 0.0 <= exclude_before < 1.0:
-            raise ValueError(f"--exclude-before must be a fraction in [0, 1); got {exclude_before}")
-        if self.curves is None or self.curves.empty:
-            raise ValueError(
-                f"--exclude-before fits checkpoints, but {self.source} has final "
-                "losses only (no training curves)"
-            )
-        c = self.curves
-        keep = (c[TOKENS_SEEN] >= exclude_before * c[TOKENS]) & (c[TOKENS_SEEN] > 0)
-        points = c[keep].assign(
-            tokens=lambda d: d[TOKENS_SEEN],
-            compute=lambda d: compute_6nd(d[N_PARAMS], d[TOKENS_SEEN]),
-        )
-        cols = [
-            k
-            for k in (RUN_ID, STEP, TOKENS_SEEN, N_PARAMS, TOKENS, COMPUTE, LOSS)
-            if k in points.columns
-        ]
-        return points[cols].reset_index(drop=True)
+        return checkpoint_points(self.runs, self.curves, exclude_before, source=self.source)
 
 
 # ---- CSV ----------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def fit_and_log(sweep: Sweep, results: pd.DataFrame, echo: Callable[[str], None]
     ``scalelab fit --experiment`` does (a ``kind=fit`` run and the workspace's fit cache), so
     ``scalelab predict`` answers from it at once; the parent run gets the same record.
 
-    Returns the ``StoredFit``, or None when the fit is impossible (the reason is printed).
+    Returns the ``Fit``, or None when the fit is impossible (the reason is printed).
     """
     from scalelab.results import fits, runs, tracking
 

@@ -15,7 +15,8 @@ The candidates for the default, all scored the same way:
 :func:`leave_one_source_out` holds out every ladder of one source (a paper or code base)
 together: the rule, the fallback and the form-error model that score a source never saw it
 or its siblings, and the default is also *selected* without it, so the row "default" of the
-report is an honest forecast of how the selection does on a new source.
+report is an honest forecast of how the selection does on a new source. Inside a fold a
+learned rule is scored and calibrated one source out as well (:func:`outputs_out_of_source`).
 """
 
 from __future__ import annotations
@@ -183,20 +184,16 @@ class Candidate:
     members: tuple[str, ...] = ()
 
 
-AVERAGES: dict[str, tuple[str, ...]] = {
-    "avg_frontier": ("compute", "compute_no_e", "odds", "m4"),
-    "avg_bounded": ("odds", "m4", "bounded_nd"),
-    "avg_all": ("chinchilla", "chinchilla_no_e", "compute", "compute_no_e", "odds", "m4"),
-}
-
-
 def candidates(records: pd.DataFrame) -> list[Candidate]:
+    """Every form the records scored, every average of them (``FORMS`` entries with
+    members), and the learned rule."""
     forms = forms_in(records)
-    out = [Candidate(f, "form", (f,)) for f in forms]
+    singles = [f for f in forms if not FORMS[f].members]
+    out = [Candidate(f, "form", (f,)) for f in singles]
     out += [
-        Candidate(name, "average", members)
-        for name, members in AVERAGES.items()
-        if all(m in forms for m in members)
+        Candidate(f.name, "average", f.members)
+        for f in FORMS.values()
+        if f.members and all(m in singles for m in f.members)
     ]
     return [*out, Candidate("rule", "rule")]
 
@@ -283,6 +280,21 @@ def _calibrated(out: pd.DataFrame, cal: FormError | None, decades: np.ndarray, l
     return cols
 
 
+def outputs_out_of_source(
+    candidate: Candidate, records: pd.DataFrame, levels: Sequence[float]
+) -> pd.DataFrame:
+    """The candidate's outputs on ``records`` with what it learns (a rule) learned without
+    each record's source: its errors there are as honest as on a held-out source, so a learned
+    rule neither wins the selection nor narrows its calibration by scoring itself."""
+    if candidate.kind != "rule":
+        return outputs(candidate, records, records, levels)
+    parts = [
+        outputs(candidate, records[records["source"] == s], records[records["source"] != s], levels)
+        for s in records["source"].unique()
+    ]
+    return pd.concat(parts).reindex(records.index)
+
+
 def leave_one_source_out(
     records: pd.DataFrame, labels: Sequence[str], levels: Sequence[float]
 ) -> list[SourceFold]:
@@ -298,7 +310,7 @@ def leave_one_source_out(
         parts, train_parts = [], []
         for candidate in every:
             out_test = outputs(candidate, test, train, levels)
-            out_train = outputs(candidate, train, train, levels)
+            out_train = outputs_out_of_source(candidate, train, levels)
             try:
                 cal = form_error_of(
                     out_train[np.isfinite(out_train["err"])], train[np.isfinite(out_train["err"])]

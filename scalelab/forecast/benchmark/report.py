@@ -266,8 +266,11 @@ Sources, commits, licences and transformations: `analysis/data/PROVENANCE.md`.
 
 ## Targets that share a run with a fitted point
 
-{markdown_table(default_table(shared), dict.fromkeys(pct_cols, pct) | {"signed median": pct})
- if len(shared) else "None."}
+{
+        markdown_table(default_table(shared), dict.fromkeys(pct_cols, pct) | {"signed median": pct})
+        if len(shared)
+        else "None."
+    }
 
 ## Goals
 

@@ -25,13 +25,13 @@ import pandas as pd
 
 from scalelab.forecast.benchmark.ladders import Ladder, all_ladders
 from scalelab.forecast.benchmark.learning import (
-    fallback_form,
     candidates,
     choose_default,
+    fallback_form,
     form_error_of,
     learn_rule,
     leave_one_source_out,
-    outputs,
+    outputs_out_of_source,
     scores,
 )
 from scalelab.forecast.benchmark.public_ladders import PUBLIC_LOADERS
@@ -55,28 +55,21 @@ def stored_record(
     learnable = records[~records["shared_run"].astype(bool)]
     table: dict[str, Any] = {}
     for candidate in candidates(learnable):
-        out = outputs(candidate, learnable, learnable, LEVELS)
+        out = outputs_out_of_source(candidate, learnable, LEVELS)
         ok = np.isfinite(out["err"]).to_numpy()
         table[candidate.name] = form_error_of(out[ok], learnable[ok]).to_dict()
     kinds = {c.name: c.kind for c in candidates(learnable)}
-    singles = [n for n, k in kinds.items() if k == "form"]
-    default = usable = choose_default(ranked, singles)
-    if kinds[default] == "average":
-        # ``auto`` fits one form; an average that wins is reported, and auto takes the best
-        # candidate it can fit (the report says which).
-        averages = [n for n, k in kinds.items() if k == "average"]
-        usable = choose_default(ranked.drop(index=averages), singles)
+    default = choose_default(ranked, [n for n, k in kinds.items() if k == "form"])
     rule = (
         learn_rule(learnable)
-        if usable == "rule"
-        else Rule(form=usable, fallback=fallback_form(learnable))
+        if default == "rule"
+        else Rule(form=default, fallback=fallback_form(learnable))
     )
-    table["auto"] = table[usable]
+    table["auto"] = table[default]
     return {
         "command": COMMAND,
         "note": "written by the forecasting benchmark; do not edit by hand",
-        "default": usable,
-        "selected": default,
+        "default": default,
         "rule": rule.to_dict(),
         "rule_text": rule.describe(),
         "form_error": table,
