@@ -26,10 +26,10 @@ import plotly.graph_objects as go
 import yaml
 from report import HERE, environment_line, fmt, interval, markdown_table, save_figure
 
+from scalelab.dashboard.figures import palette
 from scalelab.forecast.bootstrap import BootstrapResult, bootstrap
 from scalelab.forecast.fit import fit_law
 from scalelab.forecast.laws import Law
-from scalelab.dashboard.figures import palette
 from scalelab.results.runs import best_per_cell, mlflow_runs
 from scalelab.sweep.coordinator import open_sweep, run_sweep
 from scalelab.sweep.spec import parse_spec

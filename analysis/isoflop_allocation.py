@@ -15,8 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from report import DATA, HERE, environment_line, fmt, interval, markdown_table, save_figure
 
-from scalelab.forecast import isoflop_fit
 from scalelab.dashboard.figures import palette
+from scalelab.forecast import isoflop_fit
 
 SOURCES = ("epochai_chinchilla", "ml_scalefit", "llama_3", "marin_202603")
 # Legend names of the experiments (Open-Athena's ids are source__dataset__model).

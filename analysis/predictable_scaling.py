@@ -27,8 +27,8 @@ from scalelab.forecast.forecast import (
     candidates,
     fit_candidate,
     forecast,
-    frontier,
 )
+from scalelab.forecast.forms import frontier_points
 from scalelab.studies.predictable import fit_rules, plan_target, run_study
 from scalelab.workspace import Workspace
 
@@ -40,7 +40,7 @@ def _pct(x: float) -> str:
 
 
 def outcome_table(study: dict) -> pd.DataFrame:
-    ladder_max = float(frontier(study["cells"])["compute_full"].max())
+    ladder_max = float(frontier_points(study["cells"])["compute_full"].max())
     rows = []
     for o in study["outcomes"]:
         f, p = o.forecast, o.plan
@@ -89,7 +89,7 @@ def hindsight_table(study: dict) -> pd.DataFrame:
 def learned(study: dict) -> list[str]:
     """Findings computed from this study's numbers."""
     cells, selection, outcomes = study["cells"], study["selection"], study["outcomes"]
-    best = frontier(cells)
+    best = frontier_points(cells)
     table = selection.table()
     hindsight = hindsight_table(study)
     main = max(outcomes, key=lambda o: o.plan.compute_full)
@@ -144,7 +144,7 @@ def law_intervals(study: dict) -> pd.DataFrame:
 
 def frontier_slopes(cells: pd.DataFrame) -> pd.DataFrame:
     """The best run of each budget and the local log-log slope of loss against compute."""
-    best = frontier(cells)[["budget", "n_params", "tokens", "compute_full", "loss"]].copy()
+    best = frontier_points(cells)[["budget", "n_params", "tokens", "compute_full", "loss"]].copy()
     slope = np.diff(np.log(best["loss"].to_numpy())) / np.diff(np.log(best["compute_full"]))
     best["slope from previous"] = np.concatenate([[np.nan], slope])
     return best
@@ -158,7 +158,7 @@ def figure(study: dict) -> go.Figure:
     # The chosen law along the planned compute-optimal path, with the interval of each
     # forecast (the band is the same construction as the targets' intervals).
     rules = fit_rules(cells)
-    grid = np.geomspace(frontier(cells)["compute_full"].min(), top * 1.5, 14)
+    grid = np.geomspace(frontier_points(cells)["compute_full"].min(), top * 1.5, 14)
     path = [
         forecast(cells, plan_target(spec, rules, c).row(), selection, n_resamples=100) for c in grid
     ]
@@ -208,7 +208,7 @@ def draw(
         1,
         1,
     )
-    best = frontier(cells)
+    best = frontier_points(cells)
     fig.add_trace(
         go.Scatter(
             x=best["compute_full"] / top,
@@ -309,7 +309,7 @@ def write_report(study: dict, command: str) -> Path:
     cells, selection, outcomes = study["cells"], study["selection"], study["outcomes"]
     spec = study["spec"]
     rules = fit_rules(cells)
-    best = frontier(cells)
+    best = frontier_points(cells)
     ladder_max = float(best["compute_full"].max())
     table = outcome_table(study)
     bt = selection.table().sort_values("rms log error")

@@ -11,10 +11,10 @@ from scalelab.forecast.forecast import (
     curve_shape,
     edge_budgets,
     forecast,
-    frontier,
     predict_curve,
     select_law,
 )
+from scalelab.forecast.forms import frontier_points
 
 E, A, ALPHA, B, BETA = 1.2, 40.0, 0.35, 90.0, 0.3
 FLOPS_PER_PARAM = 9.0  # compute_full = 9·N·D in these ladders
@@ -122,7 +122,7 @@ def test_curve_shape_transfers_a_collapsed_curve_exactly() -> None:
 def test_edge_budgets_flags_unbracketed_optima() -> None:
     cells = cell_table(ladder())
     assert edge_budgets(cells) == {}
-    best = frontier(cells)
+    best = frontier_points(cells)
     assert list(best["budget"]) == sorted(best["budget"])
     # Without the sizes below the largest budget's optimum, that optimum sits at the low edge.
     n_best = best["n_params"].iloc[-1]

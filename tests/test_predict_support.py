@@ -9,7 +9,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from scalelab.forecast.support import absurd_allocation, beaten_by_a_run, frontier
+from scalelab.forecast.support import absurd_allocation, beaten_by_a_run, undominated_runs
 from scalelab.results.fits import FitStore, fit_table
 from scalelab.results.runs import read_csv_table
 from scalelab.workspace import Workspace
@@ -26,10 +26,10 @@ def test_frontier_keeps_only_runs_no_smaller_run_beats() -> None:
         }
     )
     points["compute"] = 6 * points.n_params * points.tokens
-    front = frontier(points)
+    front = undominated_runs(points)
     cells = {(n, d) for n, d, _, _ in front}
     assert cells == {(1e4, 1e6), (1e4, 2e6), (2e4, 2e6)}  # (4e4, 2e6) is beaten by (2e4, 2e6)
-    assert frontier(points[["compute", "loss"]])[0][2:] == [6 * 2e4 * 2e6, 2.6]
+    assert undominated_runs(points[["compute", "loss"]])[0][2:] == [6 * 2e4 * 2e6, 2.6]
 
 
 def test_a_prediction_worse_than_a_smaller_run_is_flagged_beyond_the_noise() -> None:

@@ -262,9 +262,7 @@ def _echo_notes(notes: list[str]) -> None:
         typer.echo(f"note: no data for the panel(s) {', '.join(left_out)}; left out", err=True)
 
 
-def _log_fit(
-    stored: Fit, table: RunTable, ws: Workspace
-) -> tuple[Fit, Path, list[str]]:
+def _log_fit(stored: Fit, table: RunTable, ws: Workspace) -> tuple[Fit, Path, list[str]]:
     """Draw the fit's panels, log the fit run with them; returns (fit, dashboard path, notes)."""
     from scalelab.cli.dashboard import board_artifacts
     from scalelab.dashboard import FIT_PANELS, build_dashboard, write_html

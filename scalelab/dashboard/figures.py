@@ -177,9 +177,7 @@ def _compute_grid(fit: Fit, planned: list[Planned], reach: float = 1.0) -> np.nd
     return np.geomspace(fit.data["min_compute"] / 2, top * 2, GRID)
 
 
-def _compute_for_sizes(
-    fit: Fit, runs: Any, planned: list[Planned], grid: np.ndarray
-) -> np.ndarray:
+def _compute_for_sizes(fit: Fit, runs: Any, planned: list[Planned], grid: np.ndarray) -> np.ndarray:
     """Budgets whose compute-optimal N spans the size axis (half the smallest run to twice the
     largest run or planned size), so the law runs across the whole plot; ``grid`` when none
     does (an allocation far outside the runs)."""

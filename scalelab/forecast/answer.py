@@ -34,7 +34,7 @@ from scalelab.forecast.forms import (
 from scalelab.forecast.intervals import Prediction
 from scalelab.forecast.laws import Law
 from scalelab.forecast.runs import prepare_runs
-from scalelab.forecast.support import absurd_allocation, beaten_by_a_run, frontier
+from scalelab.forecast.support import absurd_allocation, beaten_by_a_run, undominated_runs
 from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import AUTO_LAW, DEFAULT_LAW, compute_6nd
 
@@ -516,7 +516,7 @@ def fit_runs(
         "max_compute": float(points["compute"].max()),
         "max_n_params": float(points["n_params"].max()) if "n_params" in points else math.nan,
         "max_tokens": float(points["tokens"].max()) if "tokens" in points else math.nan,
-        "frontier": frontier(points),
+        "frontier": undominated_runs(points),
     }
     return Fit(
         experiment=experiment,

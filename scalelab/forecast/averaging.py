@@ -19,6 +19,20 @@ from scalelab.lazy_imports import lazy_module
 pd = lazy_module("pandas")
 
 
+def average_law(form: Form, runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> AverageLaw:
+    """The average of ``form``'s members fitted to ``runs`` (no bootstrap)."""
+    laws = []
+    for name in form.members:
+        try:
+            points = form_points(FORMS[name], runs, curves)
+            laws.append(fit_law(points, law_for_key(name, runs), check_identifiability=False).law)
+        except (ValueError, RuntimeError):
+            continue
+    if not laws:
+        raise ValueError(f"no member of {form.name} could be fitted to these runs")
+    return AverageLaw.of(laws)
+
+
 def fit_average(
     form: Form,
     runs: pd.DataFrame,

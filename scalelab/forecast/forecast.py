@@ -38,18 +38,19 @@ from typing import Any, Literal
 
 import numpy as np
 
+from scalelab.forecast.averaging import average_law, fit_average
 from scalelab.forecast.bootstrap import bootstrap
 from scalelab.forecast.calibration import stored_form_error
-from scalelab.forecast.chooser import Choice, choose_form
+from scalelab.forecast.chooser import MIN_FRONTIER, Choice, choose_form
 from scalelab.forecast.fit import fit_law
-from scalelab.forecast.forms import law_for_key
+from scalelab.forecast.forms import FORMS, frontier_points, law_for_key
 from scalelab.forecast.laws import Chinchilla, Law, PlateauLaw, PowerLaw
 from scalelab.lazy_imports import lazy_module
 from scalelab.vocab import AUTO_LAW, compute_6nd
 
 pd = lazy_module("pandas")
 
-Points = Literal["frontier", "cells"]
+Points = Literal["frontier", "cells", "runs"]
 LEVEL = 0.9
 Z_LEVEL = 1.6448536269514722  # two-sided 90% normal quantile
 RIVAL_FACTOR = 2.0  # backtest errors within this factor of the best are indistinguishable
@@ -71,10 +72,13 @@ class Candidate:
     compute_column: str = "compute_full"
     n_column: str = "n_params"
     skip: int = 0
+    form: str = ""  # an average of forms (``runs``): its members take their own points
 
     def data(self, cells: pd.DataFrame) -> pd.DataFrame:
         budgets = sorted(cells["budget"].unique())[self.skip :]
         kept = cells[cells["budget"].isin(budgets)]
+        if self.points == "runs":
+            return kept.reset_index(drop=True)
         if self.points == "frontier":
             best = kept.loc[kept.groupby("budget")["loss"].idxmin()]
             return pd.DataFrame({"compute": best[self.compute_column], "loss": best["loss"]})
@@ -83,11 +87,15 @@ class Candidate:
         )
 
     def inputs(self, run: Mapping[str, Any]) -> dict[str, float]:
+        if self.points == "runs":
+            return {v: float(run[v]) for v in self.law.variables}
         if self.points == "frontier":
             return {"compute": float(run[self.compute_column])}
         return {"n_params": float(run[self.n_column]), "tokens": float(run["tokens"])}
 
     def min_budgets(self) -> int:
+        if self.points == "runs":
+            return MIN_FRONTIER
         return len(self.law.param_names) if self.points == "frontier" else 2
 
 
@@ -152,11 +160,6 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
     return best.sort_values(["budget", "n_params"], ignore_index=True)
 
 
-def frontier(cells: pd.DataFrame) -> pd.DataFrame:
-    """The best cell of each budget."""
-    return cells.loc[cells.groupby("budget")["loss"].idxmin()].sort_values("budget")
-
-
 def edge_budgets(cells: pd.DataFrame) -> dict[float, str]:
     """Budgets whose best size is the smallest or largest tried: ``{budget: "low"|"high"}``.
 
@@ -173,6 +176,8 @@ def edge_budgets(cells: pd.DataFrame) -> dict[float, str]:
 
 
 def fit_candidate(candidate: Candidate, cells: pd.DataFrame) -> Law:
+    if candidate.points == "runs":
+        return average_law(FORMS[candidate.form], candidate.data(cells))
     return fit_law(candidate.data(cells), candidate.law, check_identifiability=False).law
 
 
@@ -210,7 +215,7 @@ def backtest_candidate(candidate: Candidate, cells: pd.DataFrame) -> list[Backte
     """Fit without the ``h`` largest budgets and predict each of their best runs, for every
     ``h`` in ``holdouts``; None if the candidate cannot be fitted on the smallest fit set."""
     budgets = sorted(cells["budget"].unique())
-    best = frontier(cells)
+    best = frontier_points(cells)
     out = []
     for h in holdouts(len(budgets)):
         train = cells[cells["budget"] < budgets[-h]]
@@ -221,7 +226,7 @@ def backtest_candidate(candidate: Candidate, cells: pd.DataFrame) -> list[Backte
             law = fit_candidate(candidate, train)
         except ValueError:
             return None
-        largest_fitted = frontier(train)[candidate.compute_column].max()
+        largest_fitted = frontier_points(train)[candidate.compute_column].max()
         for _, target in best[best["budget"] >= budgets[-h]].iterrows():
             out.append(
                 Backtest(
@@ -285,6 +290,8 @@ def rule_candidate(choice: Choice, cells: pd.DataFrame) -> Candidate:
     """The study's candidate for a form the chooser picked (fitted from the first budget)."""
     form = choice.form
     law = law_for_key(form.name, cells)
+    if form.members:
+        return Candidate(f"{form.summary} ({form.name})", law, "runs", form=form.name)
     if form.points == "all":
         return Candidate(f"{form.summary} ({form.name}), N non-embedding", law, "cells")
     return Candidate(f"{form.summary} ({form.name})", law, "frontier")
@@ -357,13 +364,19 @@ def forecast(
     """
     chosen = selection.chosen
     data = chosen.data(cells)
-    fit = fit_law(data, chosen.law, check_identifiability=False)
-    boot = bootstrap(fit, data, n_resamples=n_resamples, level=LEVEL, seed=seed)
+    if chosen.points == "runs":
+        boot = fit_average(
+            FORMS[chosen.form], data, n_resamples=n_resamples, level=LEVEL, seed=seed
+        )
+    else:
+        fit = fit_law(data, chosen.law, check_identifiability=False)
+        boot = bootstrap(fit, data, n_resamples=n_resamples, level=LEVEL, seed=seed)
+    fit = boot.fit
     inputs = chosen.inputs(target)
     point = float(fit.law.predict(**inputs))
     p = boot.predict(**inputs, level=LEVEL)
     boot_half = max(abs(math.log(float(p.hi) / point)), abs(math.log(point / float(p.lo))))
-    largest = float(frontier(cells)[chosen.compute_column].max())
+    largest = float(frontier_points(cells)[chosen.compute_column].max())
     decades = math.log10(float(target[chosen.compute_column]) / largest)
     form_error = stored_form_error(AUTO_LAW) if selection.choice is not None else None
     if form_error is not None:

@@ -27,7 +27,7 @@ NOISE_SDS = 2.0
 MAX_CELLS = 20_000
 
 
-def frontier(points: pd.DataFrame) -> list[list[float]] | None:
+def undominated_runs(points: pd.DataFrame) -> list[list[float]] | None:
     """[N, D, C, loss] of the runs no other run beats with at most its N and D (or at most its
     C when N and D are unknown): the losses a larger model must not predict worse than."""
     both = "n_params" in points and "tokens" in points

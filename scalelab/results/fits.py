@@ -158,9 +158,7 @@ class FitStore:
             return None
         return self.read(max(paths, key=lambda p: (p.stat().st_mtime_ns, p.name)))
 
-    def for_data(
-        self, fingerprint: str, law: str, exclude_before: float | None
-    ) -> Fit | None:
+    def for_data(self, fingerprint: str, law: str, exclude_before: float | None) -> Fit | None:
         path = self.data_path(fingerprint, law, exclude_before)
         if not path.is_file():
             return None

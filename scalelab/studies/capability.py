@@ -33,7 +33,8 @@ import pandas as pd
 from scalelab.forecast import capability
 from scalelab.forecast.bootstrap import bootstrap
 from scalelab.forecast.fit import fit_law
-from scalelab.forecast.forecast import cell_table, frontier
+from scalelab.forecast.forecast import cell_table
+from scalelab.forecast.forms import frontier_points
 from scalelab.forecast.isoflop_frontier import interpolated_frontier
 from scalelab.results.evals import per_problem
 from scalelab.studies.predictable import Plan, ladder_runs, run_ladder, train_target
@@ -226,7 +227,7 @@ def run_capability_study(
         raise ValueError(f"{spec_path}: a capability study needs eval: suites in its spec")
     runs = ladder_runs(spec.experiment_name, sweeps, workspace)
     cells = cell_table(runs)
-    front = frontier(cells)
+    front = frontier_points(cells)
     if len(front) < 3:
         raise ValueError(f"the ladder has {len(front)} budgets; a capability law needs 3 or more")
     table = per_problem(workspace, front, spec.eval, compute="compute_full")

@@ -42,10 +42,10 @@ from scalelab.forecast.forecast import (
     edge_budgets,
     fit_rule,
     forecast,
-    frontier,
     predict_curve,
     select_law,
 )
+from scalelab.forecast.forms import frontier_points
 from scalelab.sweep.spec import SweepSpec, load_spec
 from scalelab.vocab import compute_6nd, tokens_for_compute
 from scalelab.workspace import Workspace
@@ -212,7 +212,7 @@ def fit_rules(cells: pd.DataFrame) -> Rules:
     beyond. The learning rate falls with size and the batch grows with
     compute: each is a power law fitted to the best trial of every cell, and of every budget.
     """
-    best = frontier(cells)
+    best = frontier_points(cells)
     upper = best.iloc[len(best) // 2 :]
     ratio = float(np.exp(np.mean(np.log(upper["tokens"] / upper["n_params"]))))
     batches = best["batch_size"].to_numpy().astype(float)
@@ -276,7 +276,7 @@ def _val_curve(workspace: Workspace, runs: pd.DataFrame) -> pd.DataFrame:
 
 def frontier_curves(cells: pd.DataFrame, workspace: Workspace) -> pd.DataFrame:
     """Validation curves of the best run of each budget, as fractions of training."""
-    return _val_curve(workspace, frontier(cells))
+    return _val_curve(workspace, frontier_points(cells))
 
 
 def _fingerprint(cells: pd.DataFrame) -> str:
