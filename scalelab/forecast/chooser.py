@@ -1,12 +1,10 @@
-"""``--law auto``: choose the scaling-law form from the runs by a rule learned on real ladders.
+"""``--law auto``: the default the forecasting benchmark chose, applied to the runs.
 
-Which form extrapolates best depends on the ladder: far from the plateau Chinchilla's
-E + A·N^-α + B·D^-β forecasts published ladders within a per cent, while tiny models still
-bending away from the unigram plateau are over-predicted by every law whose log-log slope
-only flattens, and a ladder's own backtest cannot tell the forms apart (issue 12,
-``analysis/predictable-scaling.md``). So the form is chosen by a rule fitted on a benchmark
-of published ladders (``analysis/forecast_benchmark.py``), leave-one-ladder-out, never on
-the ladder being forecast, from features of the runs a fit would see:
+Which form extrapolates best depends on the ladder, and a ladder's own backtest cannot tell
+the forms apart. So the default is chosen on a benchmark of published ladders
+(``scalelab benchmark forecasts``, ``analysis/forecast-benchmark.md``), scored
+leave-one-source-out, never on the ladder being forecast: among every single form, every
+average of forms, and a rule learned from features of the runs a fit would see,
 
 - ``n_frontier``: how many compute levels the frontier has (a budget's best run, or the
   lower envelope of loss against compute);
@@ -15,10 +13,10 @@ the ladder being forecast, from features of the runs a fit would see:
   (negative: the slope steepens, the plateau bend; positive: it flattens towards a floor);
 - ``slope``: the frontier's log-log slope at its largest compute, from the same quadratic.
 
-The rule is data (:data:`RULE_PATH`, written by the benchmark and committed): one form, or a
-threshold on one feature with a form on each side, and a fallback for a form that cannot be
-fitted to the runs (Chinchilla needs two distinct N and D; checkpoints need curves; a
-frontier form needs :data:`MIN_FRONTIER` points, as every fit the rule was learned from had).
+The choice is data (:data:`RULE_PATH`, written by the benchmark, shipped as package data): one
+form (or average), or a threshold on one feature with a form on each side, and a fallback for
+a form that cannot be fitted to the runs (Chinchilla needs two distinct N and D; checkpoints
+need curves; a frontier form needs :data:`MIN_FRONTIER` points, as every benchmark fit had).
 """
 
 from __future__ import annotations
@@ -94,7 +92,7 @@ class Rule:
     def pick(self, features: Mapping[str, float]) -> tuple[str, str]:
         """(form name, why) for a ladder with these features."""
         if self.form is not None:
-            return self.form, "the form with the smallest forecast error across the benchmark"
+            return self.form, "the forecasting benchmark's default"
         value = float(features.get(self.feature, math.nan))  # type: ignore[arg-type]
         if math.isfinite(value) and value < self.threshold:
             return self.below, f"{self.feature} {value:.3g} < {self.threshold:.3g}"  # type: ignore[return-value]
@@ -213,5 +211,8 @@ def choose_form(
         fallback = next((o for o in options if not unfit(FORMS[o])), rule.fallback)
         why = f"{why}, but {missing}: fell back to {fallback}"
         form = FORMS[fallback]
-    reason = f"{why} (rule: {rule.describe()}; learned leave-one-ladder-out on published ladders)"
+    reason = (
+        f"{why} (rule: {rule.describe()}; scored leave-one-source-out on published ladders, "
+        "analysis/forecast-benchmark.md)"
+    )
     return Choice(form, reason, features, rule.describe())

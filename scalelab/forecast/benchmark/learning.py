@@ -213,6 +213,12 @@ def outputs(
                 cols = records[[f"{side}{tag}_{m}" for m in members]].to_numpy()
                 out[f"{side}{tag}"] = np.nanmean(np.where(np.isfinite(err), cols, np.nan), axis=1)
         return pd.DataFrame(out, index=records.index)
+    if candidate.kind == "rule" and train.empty:  # nothing to learn from: no forecast
+        nan = np.full(len(records), np.nan)
+        return pd.DataFrame(
+            {"err": nan, **{f"{side}{tag}": nan for tag in tags for side in ("lo", "hi")}},
+            index=records.index,
+        )
     if candidate.kind == "rule":
         rule = learn_rule(train, nested=False)  # the outer fold scores it out of source
     else:
