@@ -79,80 +79,67 @@ Example::
     print("\n".join(fit.answer(compute=1e24).lines()))
 """
 
-from scalelab.forecast.allocation import AllocationFit, compute_optimal
-from scalelab.forecast.answer import Answer, Fit, fit_runs
-from scalelab.forecast.approaches import envelope_fit, isoflop_fit
-from scalelab.forecast.backtest import BacktestResult, backtest, default_laws
-from scalelab.forecast.bootstrap import BootstrapResult, bootstrap
-from scalelab.forecast.fit import FitResult, fit_law
-from scalelab.forecast.forecast import forecast, select_law
-from scalelab.forecast.forms import FORMS, Form
-from scalelab.forecast.intervals import Prediction
-from scalelab.forecast.io import load_epoch_chinchilla, load_runs_csv
-from scalelab.forecast.laws import (
-    LAWS,
-    Chinchilla,
-    KaplanJoint,
-    Law,
-    PlateauLaw,
-    PowerLaw,
-    SigmoidLaw,
-    make_law,
-)
-from scalelab.forecast.laws_bounded import BoundedNDLaw, M4Law
-from scalelab.forecast.objectives import Objective
-from scalelab.forecast.overoptimization import (
-    OveroptFit,
-    OveroptScaling,
-    bon_curve,
-    bon_estimate,
-    bon_kl,
-    fit_overoptimization,
-    fit_overoptimization_by_size,
-    gold_model,
-)
-from scalelab.forecast.runs import prepare_runs
+from __future__ import annotations
 
-__all__ = [
-    "FORMS",
-    "LAWS",
-    "Answer",
-    "BoundedNDLaw",
-    "Fit",
-    "Form",
-    "M4Law",
-    "fit_runs",
-    "AllocationFit",
-    "BacktestResult",
-    "BootstrapResult",
-    "Chinchilla",
-    "FitResult",
-    "KaplanJoint",
-    "Law",
-    "Objective",
-    "OveroptFit",
-    "OveroptScaling",
-    "PlateauLaw",
-    "PowerLaw",
-    "Prediction",
-    "SigmoidLaw",
-    "backtest",
-    "bon_curve",
-    "bon_estimate",
-    "bon_kl",
-    "bootstrap",
-    "compute_optimal",
-    "default_laws",
-    "envelope_fit",
-    "fit_law",
-    "fit_overoptimization",
-    "fit_overoptimization_by_size",
-    "forecast",
-    "gold_model",
-    "isoflop_fit",
-    "load_epoch_chinchilla",
-    "load_runs_csv",
-    "make_law",
-    "prepare_runs",
-    "select_law",
-]
+import importlib
+from typing import Any
+
+# What each public name is imported from: imported on first use (PEP 562), so that
+# ``scalelab predict`` pays only for the modules an answer needs.
+_EXPORTS: dict[str, str] = {
+    "AllocationFit": "allocation",
+    "Answer": "answer",
+    "backtest": "backtest",
+    "BacktestResult": "backtest",
+    "bon_curve": "overoptimization",
+    "bon_estimate": "overoptimization",
+    "bon_kl": "overoptimization",
+    "bootstrap": "bootstrap",
+    "BootstrapResult": "bootstrap",
+    "BoundedNDLaw": "laws_bounded",
+    "Chinchilla": "laws",
+    "compute_optimal": "allocation",
+    "default_laws": "backtest",
+    "envelope_fit": "approaches",
+    "Fit": "answer",
+    "fit_law": "fit",
+    "fit_overoptimization": "overoptimization",
+    "fit_overoptimization_by_size": "overoptimization",
+    "fit_runs": "answer",
+    "FitResult": "fit",
+    "forecast": "forecast",
+    "Form": "forms",
+    "FORMS": "forms",
+    "gold_model": "overoptimization",
+    "isoflop_fit": "approaches",
+    "KaplanJoint": "laws",
+    "Law": "laws",
+    "LAWS": "laws",
+    "load_epoch_chinchilla": "io",
+    "load_runs_csv": "io",
+    "M4Law": "laws_bounded",
+    "make_law": "laws",
+    "Objective": "objectives",
+    "OveroptFit": "overoptimization",
+    "OveroptScaling": "overoptimization",
+    "PlateauLaw": "laws",
+    "PowerLaw": "laws",
+    "Prediction": "intervals",
+    "prepare_runs": "runs",
+    "select_law": "forecast",
+    "SigmoidLaw": "laws",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
