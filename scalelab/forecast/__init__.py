@@ -132,6 +132,12 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
+# Functions named as their modules are bound now: importing a submodule binds its name in
+# this package to the module, which would shadow the function on first use.
+from scalelab.forecast.backtest import backtest  # noqa: E402, F401
+from scalelab.forecast.bootstrap import bootstrap  # noqa: E402, F401
+from scalelab.forecast.forecast import forecast  # noqa: E402, F401
+
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:

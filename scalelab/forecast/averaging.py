@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from scalelab.forecast.bootstrap import BootstrapResult, bootstrap
+from scalelab.forecast.chooser import MIN_FRONTIER
 from scalelab.forecast.fit import FitResult, fit_law
 from scalelab.forecast.forms import FORMS, Form, form_points, frontier_points, law_for_key
 from scalelab.forecast.laws_average import AverageLaw
@@ -19,12 +20,23 @@ from scalelab.lazy_imports import lazy_module
 pd = lazy_module("pandas")
 
 
+def _member_points(name: str, runs: pd.DataFrame, curves: pd.DataFrame | None) -> pd.DataFrame:
+    """The member's points, refused as ``auto`` refuses a form: a frontier form needs
+    ``MIN_FRONTIER`` points, as every fit of the benchmark had."""
+    points = form_points(FORMS[name], runs, curves)
+    if FORMS[name].points == "frontier" and len(points) < MIN_FRONTIER:
+        raise ValueError(
+            f"the frontier has {len(points)} points (a frontier form needs {MIN_FRONTIER})"
+        )
+    return points
+
+
 def average_law(form: Form, runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> AverageLaw:
     """The average of ``form``'s members fitted to ``runs`` (no bootstrap)."""
     laws = []
     for name in form.members:
         try:
-            points = form_points(FORMS[name], runs, curves)
+            points = _member_points(name, runs, curves)
             laws.append(fit_law(points, law_for_key(name, runs), check_identifiability=False).law)
         except (ValueError, RuntimeError):
             continue
@@ -47,9 +59,8 @@ def fit_average(
     boots, warnings = [], []
     how = {"n_resamples": n_resamples, "level": level, "seed": seed, "n_jobs": n_jobs}
     for name in form.members:
-        member = FORMS[name]
         try:
-            points = form_points(member, runs, curves)
+            points = _member_points(name, runs, curves)
             fit = fit_law(points, law_for_key(name, runs))
             boots.append(bootstrap(fit, points, **how))
         except (ValueError, RuntimeError) as err:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from scalelab.forecast.averaging import fit_average
 from scalelab.forecast.bootstrap import BootstrapResult, bootstrap
 from scalelab.forecast.calibration import stored_form_error
 from scalelab.forecast.chooser import Choice, choose_form
@@ -128,9 +129,15 @@ def _fit_one(
     """Fit one law (or ``auto``'s choice) on ``train`` and predict ``test`` with intervals."""
     choice = choose_form(train) if law == AUTO_LAW else None
     points = train if choice is None else form_points(choice.form, train)
-    template = law if choice is None else law_for_key(choice.form.name, train)
-    fit = fit_law(points, template, engine=engine, objective=objective)
-    boot = bootstrap(fit, points, n_resamples=n_resamples, level=level, seed=seed, n_jobs=n_jobs)
+    how = {"n_resamples": n_resamples, "level": level, "seed": seed, "n_jobs": n_jobs}
+    if choice is not None and choice.form.members:
+        boot = fit_average(choice.form, train, **how)
+    else:
+        template = law if choice is None else law_for_key(choice.form.name, train)
+        boot = bootstrap(
+            fit_law(points, template, engine=engine, objective=objective), points, **how
+        )
+    fit = boot.fit
     lo, hi, value = _interval(boot, test, choice, float(points["compute"].max()), level)
     return choice, fit, boot, lo, hi, value
 

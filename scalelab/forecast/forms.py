@@ -173,7 +173,7 @@ def check_law_key(key: str) -> str:
     if key != AUTO_LAW and key not in FORMS:
         listed = "; ".join(f"{f.name} ({f.summary})" for f in FORMS.values())
         raise ValueError(
-            f"law must be one of: {AUTO_LAW} (the default the forecasting benchmark chose); "
+            f"--law must be one of: {AUTO_LAW} (the default the forecasting benchmark chose); "
             f"{listed}; got {key!r}"
         )
     return key
