@@ -47,6 +47,12 @@ def test_the_average_is_the_geometric_mean_of_its_members() -> None:
     expected = np.sqrt(TRUTH.loss_at_compute(1e22) * a.predict(compute=1e22))
     assert mixed.predict(compute=1e22) == pytest.approx(expected)
     assert mixed.asymptote() == pytest.approx(np.sqrt(1.8 * 1.7))
+    # An average of laws of N and D allocates compute by minimising the averaged loss.
+    twins = AverageLaw.of([TRUTH, TRUTH])
+    n, d = twins.optimal_allocation(1e21)
+    n_truth, d_truth = TRUTH.optimal_allocation(1e21)
+    assert n == pytest.approx(n_truth, rel=1e-4) and d == pytest.approx(d_truth, rel=1e-4)
+    assert twins.loss_at_compute(1e21) == pytest.approx(TRUTH.loss_at_compute(1e21))
 
 
 def test_an_average_fit_answers_and_round_trips() -> None:

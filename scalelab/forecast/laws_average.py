@@ -23,6 +23,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from scalelab.forecast.laws import Law
+from scalelab.lazy_imports import lazy_module
+
+optimize = lazy_module("scipy.optimize")
 
 
 def _template(law: Law) -> dict[str, Any]:
@@ -154,6 +157,27 @@ class AverageLaw(Law):
 
     def formula(self) -> str:
         return "geometric mean of " + "; ".join(law.formula() for law in self.templates)
+
+    def optimal_allocation(self, compute: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(N_opt, D_opt) minimising the averaged loss at C = 6·N·D (an average of laws of N
+        and D only). Its log is the mean of the members' log losses, each convex in log N
+        at fixed C (a log-sum-exp of affine terms), so one bounded 1-D search finds it."""
+        if self.variables != ("n_params", "tokens"):
+            return super().optimal_allocation(compute)
+        c = np.atleast_1d(np.asarray(compute, dtype=float))
+        n_opt = np.empty(c.size)
+        for i, k in enumerate(c.ravel() / 6.0):
+
+            def log_loss(log_n: float, k: float = k) -> float:
+                n = math.exp(log_n)
+                return float(self.log_model(self.to_theta(), np.log([[n], [k / n]]))[0])
+
+            found = optimize.minimize_scalar(
+                log_loss, bounds=(0.0, math.log(k)), method="bounded", options={"xatol": 1e-7}
+            )
+            n_opt[i] = math.exp(found.x)
+        n_opt = n_opt.reshape(np.shape(compute))
+        return n_opt, np.asarray(compute, dtype=float) / 6.0 / n_opt
 
     def asymptote(self) -> float:
         floors = [law.asymptote() for law in self.fitted_members()]
