@@ -346,3 +346,18 @@ def test_auto_fits_are_filed_under_auto_and_widen_by_the_benchmarks_form_error(t
         assert high.hi == pytest.approx(got.value, rel=0.01)
     inside = auto.answer(loss=float(table.runs["loss"].median())).outputs["compute"]
     assert inside == auto.boot.compute_for_loss(float(table.runs["loss"].median()))
+
+
+def test_a_stored_fit_answers_with_the_calibration_the_package_ships_now(tmp_path: Path):
+    from scalelab.forecast.calibration import FormError, stored_form_error
+
+    table = read_csv_table(write_csv(tmp_path / "runs.csv"))
+    fit = fit_table(table, experiment="syn", law="compute", n_resamples=4, n_jobs=1)
+    assert fit.form_error == stored_form_error("compute") is not None
+    store = FitStore(Workspace.resolve(tmp_path / "ws"))
+    # A record made before the benchmark was rerun: its own form-error model is older.
+    store.save(replace(fit, form_error=FormError(sigma=1.0, gamma=1.0, nu=3.0)))
+    again = store.latest("syn", "compute")
+    assert again.form_error == stored_form_error("compute")
+    far = 1e3 * fit.data["max_compute"]
+    assert again.answer(compute=far).outputs["loss"] == fit.answer(compute=far).outputs["loss"]

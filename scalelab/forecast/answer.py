@@ -171,6 +171,12 @@ class Fit:
             else FormError.from_dict(payload["form_error"]),
         )
 
+    def recalibrated(self) -> Fit:
+        """This fit with the form-error model the package ships now for its form: a record
+        made before the benchmark was rerun answers with today's calibration, not its own."""
+        current = stored_form_error(self.law_key)
+        return self if current == self.form_error else replace(self, form_error=current)
+
     def param_table(self) -> pd.DataFrame:
         """Estimate, interval and standard error of each law parameter."""
         return self.boot.param_intervals()
@@ -449,9 +455,9 @@ def _what_to_fit(
         prepare_runs(runs, read, context="the runs")
         has_curves = curves is not None and not curves.empty
         choice = choose_form(runs, has_curves=has_curves)
-        form, key = choice.form, AUTO_LAW
+        form = choice.form
     else:
-        choice, form, key = None, FORMS[law], law
+        choice, form = None, FORMS[law]
     # A fit filed under checkpoints the user asked for keeps them (its cache key); else the
     # form's own points (every run, the frontier, or its checkpoints).
     cut = form.exclude_before if exclude_before is None else exclude_before
@@ -461,7 +467,7 @@ def _what_to_fit(
         points = checkpoint_points(runs, curves, cut)
     else:
         points = form_points(replace_cut(form, cut), runs, curves)
-    return form.name, points, choice, stored_form_error(key)
+    return form.name, points, choice, stored_form_error(form.name)
 
 
 def replace_cut(form: Form, cut: float | None) -> Form:

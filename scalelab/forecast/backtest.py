@@ -107,7 +107,7 @@ def _interval(
     """(lo, hi, value) for the held-out runs; ``auto``'s widened by the form error."""
     law = boot.fit.law
     pred = boot.predict(**{v: test[v].to_numpy() for v in law.variables})
-    form_error = stored_form_error(AUTO_LAW) if choice is not None else None
+    form_error = stored_form_error(choice.form.name) if choice is not None else None
     if form_error is None:
         return pred.lo, pred.hi, pred.value
     decades = np.log10(test["compute"].to_numpy() / max_compute)

@@ -46,7 +46,7 @@ from scalelab.forecast.fit import fit_law
 from scalelab.forecast.forms import FORMS, frontier_points, law_for_key
 from scalelab.forecast.laws import Chinchilla, Law, PlateauLaw, PowerLaw
 from scalelab.lazy_imports import lazy_module
-from scalelab.vocab import AUTO_LAW, compute_6nd
+from scalelab.vocab import compute_6nd
 
 pd = lazy_module("pandas")
 
@@ -378,7 +378,7 @@ def forecast(
     boot_half = max(abs(math.log(float(p.hi) / point)), abs(math.log(point / float(p.lo))))
     largest = float(frontier_points(cells)[chosen.compute_column].max())
     decades = math.log10(float(target[chosen.compute_column]) / largest)
-    form_error = stored_form_error(AUTO_LAW) if selection.choice is not None else None
+    form_error = None if selection.choice is None else stored_form_error(selection.choice.form.name)
     if form_error is not None:
         # The one interval rule of every answer (``FormError.widen``, as scalelab predict).
         decades = math.log10(float(target["compute"]) / float(cells["compute"].max()))

@@ -172,8 +172,13 @@ class AverageLaw(Law):
                 n = math.exp(log_n)
                 return float(self.log_model(self.to_theta(), np.log([[n], [k / n]]))[0])
 
+            # Search log N within 60 e-folds of N = D: wide enough for any allocation.
+            middle = math.log(k) / 2.0
             found = optimize.minimize_scalar(
-                log_loss, bounds=(0.0, math.log(k)), method="bounded", options={"xatol": 1e-7}
+                log_loss,
+                bounds=(middle - 60.0, middle + 60.0),
+                method="bounded",
+                options={"xatol": 1e-7},
             )
             n_opt[i] = math.exp(found.x)
         n_opt = n_opt.reshape(np.shape(compute))

@@ -143,7 +143,7 @@ class FitStore:
             raise ValueError(f"cannot read fit record {path}: {err}") from err
         from scalelab.forecast.answer import Fit
 
-        return Fit.from_dict(payload)
+        return Fit.from_dict(payload).recalibrated()
 
     def latest(self, experiment: str, law: str | None = None) -> Fit | None:
         path = self.path(experiment, law)
@@ -296,7 +296,7 @@ def load_fit_run(run_id: str, workspace: Workspace) -> Fit:
         )
     from scalelab.forecast.answer import Fit
 
-    return Fit.from_dict(payload)
+    return Fit.from_dict(payload).recalibrated()
 
 
 def find_fit_run(experiment: str, workspace: Workspace, law: str | None = None) -> str | None:

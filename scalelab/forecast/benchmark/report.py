@@ -21,6 +21,7 @@ COVERAGE_GOALS = {0.9: (0.85, 0.95), 0.95: (0.90, 0.98)}
 PREVIOUS_WIDTHS = {"10x": 0.3258, "30x": 0.4242, "100x": 0.5879, "1000x": 0.8999}
 HINDSIGHT_LADDER = "scalelab-cpu-v2"
 MIN_FOR_COVERAGE = 20
+MIN_SOURCES_1000X = 6
 
 
 def pct(x: float) -> str:
@@ -159,6 +160,22 @@ def goals(table: pd.DataFrame, rows: pd.DataFrame, best_single: dict[str, float]
             f"- The default at least 10% better than the best single form at {label}, or that "
             f"form: {pct(value)} against {pct(single)} — {verdict(bool(ok))}"
         )
+    far = rows[(rows["distance"] == "1000x") & np.isfinite(rows["err"])]["source"].nunique()
+    lines.append(
+        f"- Forecasts at 1000x from at least {MIN_SOURCES_1000X} sources: {far} — "
+        f"{verdict(far >= MIN_SOURCES_1000X)}"
+    )
+    for level in COVERAGE_LEVELS:
+        tag = f"{round(100 * level)}"
+        for label in BIN_LABELS:
+            if label not in by.index or int(by.loc[label, "forecasts"]) < MIN_FOR_COVERAGE:
+                continue
+            value = by.loc[label, f"{tag}% coverage"]
+            lines.append(
+                f"- {tag}% intervals within ±5 points of nominal at {label} "
+                f"({int(by.loc[label, 'forecasts'])} forecasts): {pct(value)} — "
+                f"{verdict(bool(abs(value - level) <= 0.05))}"
+            )
     for level, (low, high) in COVERAGE_GOALS.items():
         tag = f"{round(100 * level)}"
         for label in BIN_LABELS:
