@@ -132,6 +132,10 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
+# Every law registers itself when its module is imported: the forms import them all, so a
+# law read back from a record (``Law.from_dict``) is always known.
+import scalelab.forecast.forms  # noqa: E402, F401
+
 # Functions named as their modules are bound now: importing a submodule binds its name in
 # this package to the module, which would shadow the function on first use.
 from scalelab.forecast.backtest import backtest  # noqa: E402, F401

@@ -13,6 +13,7 @@ import numpy as np
 from scalelab.forecast.bootstrap import BootstrapResult, bootstrap
 from scalelab.forecast.chooser import MIN_FRONTIER
 from scalelab.forecast.fit import FitResult, fit_law
+from scalelab.forecast.fit import _residual_stats as residual_stats
 from scalelab.forecast.forms import FORMS, Form, form_points, frontier_points, law_for_key
 from scalelab.forecast.laws_average import AverageLaw
 from scalelab.lazy_imports import lazy_module
@@ -83,13 +84,7 @@ def fit_average(
         value=float(sum(b.fit.value for b in boots)),
         converged=all(b.fit.converged for b in boots),
         n_points=len(runs),
-        residuals={
-            "rmse": float(np.sqrt(np.mean(residuals**2))),
-            "mae": float(np.mean(np.abs(residuals))),
-            "bias": float(np.mean(residuals)),
-            "max_abs": float(np.max(np.abs(residuals))),
-            "mean_abs_rel": float(np.mean(np.abs(np.expm1(residuals)))),
-        },
+        residuals=residual_stats(residuals),
         warnings=tuple(warnings),
         loss_min=float(runs["loss"].min()),
         seconds=float(sum(b.fit.seconds for b in boots)),

@@ -258,8 +258,6 @@ class Law(ABC):
     @staticmethod
     def from_dict(payload: Mapping[str, Any]) -> Law:
         """Inverse of :meth:`to_dict` (dispatches on ``payload["law"]``)."""
-        if payload.get("law") not in LAWS:
-            import scalelab.forecast.forms  # noqa: F401  (imports, so registers, every law)
         try:
             cls = LAWS[payload["law"]]
         except KeyError as err:
