@@ -30,6 +30,7 @@ from scalelab.forecast.forecast import (
 )
 from scalelab.forecast.forms import frontier_points
 from scalelab.studies.predictable import fit_rules, plan_target, run_study
+from scalelab.vocab import compute_6nd
 from scalelab.workspace import Workspace
 
 ROOT = HERE.parent
@@ -208,7 +209,7 @@ def draw(
         1,
         1,
     )
-    best = frontier_points(cells)
+    best = frontier_points(cells.assign(compute=compute_6nd(cells["n_params"], cells["tokens"])))
     fig.add_trace(
         go.Scatter(
             x=best["compute_full"] / top,

@@ -101,9 +101,10 @@ def test_a_frontier_too_short_for_a_frontier_form_falls_back_to_a_law_of_every_r
     assert choose_form(grid_ladder(plateau_bend, BUDGETS[:MIN_FRONTIER]), rule=BEND).form.name == (
         "odds"
     )
-    # Neither a frontier form nor a law of N and D fits: the rule's fallback is tried anyway.
+    # Neither a frontier form nor a law of N and D fits: auto refuses, saying what is missing.
     fixed_d = three.assign(tokens=3e9)
-    assert choose_form(fixed_d, rule=BEND).form.name == BEND.fallback
+    with pytest.raises(ValueError, match="law auto cannot forecast from these runs.*budgets"):
+        choose_form(fixed_d, rule=BEND)
 
 
 def model_forecasts(n_ladders: int = 40, per_ladder: int = 6, seed: int = 0):

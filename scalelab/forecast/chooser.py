@@ -205,10 +205,16 @@ def choose_form(
     form = FORMS[name]
     missing = unfit(form)
     if missing:
-        # The rule's fallback, else a law of every run; if neither fits, the rule's fallback
-        # is tried anyway and its fit says what it lacks.
+        # The rule's fallback, else a law of every run; if neither can be fitted, no form the
+        # benchmark scored has runs like these to forecast from.
         options = (rule.fallback, SHORT_FRONTIER_FORM)
-        fallback = next((o for o in options if not unfit(FORMS[o])), rule.fallback)
+        fallback = next((o for o in options if not unfit(FORMS[o])), None)
+        if fallback is None:
+            lacks = "; ".join(f"{o}: {unfit(FORMS[o])}" for o in options)
+            raise ValueError(
+                f"law auto cannot forecast from these runs: {name}: {missing}; {lacks}. Add "
+                f"budgets (a frontier form needs {MIN_FRONTIER}) or vary N and D, or name a law"
+            )
         why = f"{why}, but {missing}: fell back to {fallback}"
         form = FORMS[fallback]
     reason = (

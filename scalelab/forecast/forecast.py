@@ -86,9 +86,11 @@ class Candidate:
             {"n_params": kept[self.n_column], "tokens": kept["tokens"], "loss": kept["loss"]}
         )
 
-    def inputs(self, run: Mapping[str, Any]) -> dict[str, float]:
+    def inputs(self, run: Mapping[str, Any], law: Law | None = None) -> dict[str, float]:
+        """What the fitted ``law`` (default: the template) reads of ``run``: an average
+        whose members of C could not be fitted is a law of N and D."""
         if self.points == "runs":
-            return {v: float(run[v]) for v in self.law.variables}
+            return {v: float(run[v]) for v in (law or self.law).variables}
         if self.points == "frontier":
             return {"compute": float(run[self.compute_column])}
         return {"n_params": float(run[self.n_column]), "tokens": float(run["tokens"])}
@@ -233,7 +235,7 @@ def backtest_candidate(candidate: Candidate, cells: pd.DataFrame) -> list[Backte
                     candidate=candidate,
                     fit_budgets=fitted,
                     held_out=float(target["budget"]),
-                    predicted=float(law.predict(**candidate.inputs(target))),
+                    predicted=float(law.predict(**candidate.inputs(target, law))),
                     actual=float(target["loss"]),
                     decades=math.log10(float(target[candidate.compute_column]) / largest_fitted),
                 )
@@ -372,7 +374,7 @@ def forecast(
         fit = fit_law(data, chosen.law, check_identifiability=False)
         boot = bootstrap(fit, data, n_resamples=n_resamples, level=LEVEL, seed=seed)
     fit = boot.fit
-    inputs = chosen.inputs(target)
+    inputs = chosen.inputs(target, boot.law)
     point = float(fit.law.predict(**inputs))
     p = boot.predict(**inputs, level=LEVEL)
     boot_half = max(abs(math.log(float(p.hi) / point)), abs(math.log(point / float(p.lo))))
@@ -390,7 +392,7 @@ def forecast(
         lo, hi = point * math.exp(-half), point * math.exp(half)
     rivals = {
         f"{c.name} (from budget {c.skip + 1})": float(
-            fit_candidate(c, cells).predict(**c.inputs(target))
+            (law := fit_candidate(c, cells)).predict(**c.inputs(target, law))
         )
         for c in selection.rivals()
     }

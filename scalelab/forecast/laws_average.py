@@ -34,6 +34,17 @@ def _template(law: Law) -> dict[str, Any]:
     return {**payload, "params": dict.fromkeys(payload["params"])}
 
 
+def _log_loss_at_compute(law: Law, compute: np.ndarray) -> np.ndarray:
+    """log of a law of N and D at its compute-optimal allocation, kept inside 1 ≤ N ≤ C/6: a
+    bootstrap sample with a coefficient at its bound allocates everything to one input (e.g.
+    N_opt = 0), whose limit is the loss at the edge."""
+    with np.errstate(all="ignore"):
+        n, _ = law.optimal_allocation(compute)
+    k = compute / 6.0
+    n = np.where(np.isfinite(n), np.clip(n, 1.0, k), np.sqrt(k))
+    return np.log(np.atleast_1d(law.predict(n_params=n, tokens=k / n)))
+
+
 _NOT_FITTED_BY_FIT_LAW = (
     "an average is fitted member by member (scalelab.forecast.averaging.fit_average)"
 )
@@ -124,9 +135,9 @@ class AverageLaw(Law):
 
     @classmethod
     def from_parts(cls, config: Mapping[str, Any], params: Mapping[str, float]) -> Law:
-        members = tuple(config["members"])
-        law = cls(members=members)
-        return law.with_params(**params) if params else law
+        law = cls(members=tuple(config["members"]))
+        known = any(math.isfinite(v) for v in params.values())
+        return law.with_params(**params) if known else law  # a template has no values
 
     def log_model(self, theta, z, jac=False):
         if jac:
@@ -144,7 +155,7 @@ class AverageLaw(Law):
             # A law of N and D in an average of C: its compute-optimal loss at C.
             compute = np.exp(z[0])
             total = total + np.array(
-                [np.log(np.atleast_1d(law.with_theta(t).loss_at_compute(compute))) for t in part]
+                [_log_loss_at_compute(law.with_theta(t), compute) for t in part]
             )
         out = total / len(self.templates)
         return out if theta.ndim == 2 else out[0]
