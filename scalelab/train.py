@@ -9,6 +9,7 @@ Lightning, so the CLI and sweep specs can read ``TrainConfig`` cheaply.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -131,7 +132,7 @@ def train(
     run.log_setup(
         run_params(cfg, model_cfg, data, tokens),
         {"train": cfg.model_dump(), "model": model_cfg.to_dict(), "data": data.describe()},
-        tags={"corpus_baselines": str(data.baselines)},
+        tags={"corpus_baselines": json.dumps(data.baselines)},
     )
 
     started = time.perf_counter()

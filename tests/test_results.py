@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,13 @@ def test_the_import_check_catches_an_import_inside_a_function(tmp_path: Path) ->
     found = _imports(ast.parse(sample.read_text()))
     assert (2, "mlflow.MlflowClient") in found
     assert json.dumps(found)  # plain data, printable in a failure
+
+
+def test_a_baselines_tag_is_parsed_never_evaluated() -> None:
+    from scalelab.results.runs import _unigram
+
+    assert _unigram({"corpus_baselines": json.dumps({"unigram": 3.2, "bigram": 2.9})}) == 3.2
+    assert _unigram({"corpus_baselines": str({"unigram": 3.2, "bigram": 2.9})}) == 3.2  # old runs
+    hostile = "__import__('os').system('touch /tmp/scalelab-evaluated')"
+    assert math.isnan(_unigram({"corpus_baselines": hostile}))
+    assert math.isnan(_unigram({}))

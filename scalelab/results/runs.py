@@ -14,10 +14,11 @@ dashboards, the predictable-scaling study) reads them here, so they all see the 
 
 from __future__ import annotations
 
-import ast
 import hashlib
+import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,12 +201,19 @@ def _float(value: Any) -> float:
         return math.nan
 
 
+# ``name: number`` of a baselines tag written before it was JSON (``str(dict)``).
+_OLD_BASELINE = re.compile(r"'(\w+)':\s*([-+0-9.eE]+|nan|inf)")
+
+
 def _unigram(tags: dict[str, str]) -> float:
-    """The corpus's unigram entropy from the run's ``corpus_baselines`` tag (a dict literal)."""
+    """The corpus's unigram entropy from the run's ``corpus_baselines`` tag: JSON, or the
+    ``{'unigram': 3.2, ...}`` of older runs, read by a pattern. A tag is data from a store,
+    so it is parsed, never evaluated."""
+    text = tags.get("corpus_baselines", "{}")
     try:
-        baselines = ast.literal_eval(tags.get("corpus_baselines", "{}"))
-    except (ValueError, SyntaxError):
-        return math.nan
+        baselines = json.loads(text)
+    except ValueError:
+        baselines = dict(_OLD_BASELINE.findall(text))
     return _float(baselines.get("unigram")) if isinstance(baselines, dict) else math.nan
 
 

@@ -10,6 +10,7 @@ configs can share a group: those equal in everything but what a member owns.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -157,7 +158,7 @@ def train_group(
             run_params(cfg, model_cfg, data, tokens),
             {"train": cfg.model_dump(), "model": model_cfg.to_dict(), "data": data.describe()},
             # Set here, not at creation: a continued run (a sweep trial's) exists already.
-            tags={"corpus_baselines": str(data.baselines), "group_size": str(len(cfgs))},
+            tags={"corpus_baselines": json.dumps(data.baselines), "group_size": str(len(cfgs))},
         )
         tracked = _TrackedMember(
             cfg,
