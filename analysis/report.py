@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from scalelab import reporting
 from scalelab.reporting import environment_line, fmt, interval, markdown_table
 
 HERE = Path(__file__).resolve().parent
@@ -15,6 +16,4 @@ __all__ = ["DATA", "HERE", "environment_line", "fmt", "interval", "markdown_tabl
 
 def save_figure(fig: Any, stem: str) -> str:
     """Write ``fig`` next to the reports; return a markdown link or image to it."""
-    from scalelab.reporting import save_figure as save
-
-    return save(fig, stem, HERE)
+    return reporting.save_figure(fig, stem, HERE)

@@ -25,7 +25,6 @@ from scalelab.forecast.chooser import Choice, choose_form
 from scalelab.forecast.fit import fit_law
 from scalelab.forecast.forms import (
     FORMS,
-    Form,
     check_law_key,
     checkpoint_points,
     form_points,
@@ -458,20 +457,17 @@ def _what_to_fit(
         form = choice.form
     else:
         choice, form = None, FORMS[law]
-    # A fit filed under checkpoints the user asked for keeps them (its cache key); else the
-    # form's own points (every run, the frontier, or its checkpoints).
+    # Checkpoints the user asked for (the record's cache key) or the form's own; else an
+    # average's runs (each member takes its own points) or the form's points.
     cut = form.exclude_before if exclude_before is None else exclude_before
-    if form.members:  # an average's members each take their own points from the runs
-        points = runs if cut is None else checkpoint_points(runs, curves, cut)
-    elif cut is not None and form.exclude_before is None:
-        points = checkpoint_points(runs, curves, cut)
+    if cut is not None:
+        what = "--exclude-before" if exclude_before is not None else f"the {form.name} form"
+        points = checkpoint_points(runs, curves, cut, what=what)
+    elif form.members:
+        points = runs
     else:
-        points = form_points(replace_cut(form, cut), runs, curves)
+        points = form_points(form, runs, curves)
     return form.name, points, choice, stored_form_error(form.name)
-
-
-def replace_cut(form: Form, cut: float | None) -> Form:
-    return form if cut == form.exclude_before else replace(form, exclude_before=cut)
 
 
 def fit_runs(
