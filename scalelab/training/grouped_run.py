@@ -24,6 +24,7 @@ from scalelab.training.config import (
     TrainResult,
     check_no_repeats,
 )
+from scalelab.training.plan import budget, run_params
 from scalelab.training.run import TrackedRun
 from scalelab.training.stacked import STACKED_VARIANTS
 from scalelab.vocab import compute_6nd
@@ -124,7 +125,6 @@ def train_group(
     """
     from scalelab.data import prepare, val_windows
     from scalelab.results.batched_logging import buffered_logger
-    from scalelab.train import budget, run_params
     from scalelab.training.grouped import GroupTrainer, Member
 
     workspace = (workspace or Workspace.resolve()).ensure()
@@ -217,7 +217,6 @@ class _TrackedMember:
         clock: _Clock,
         store: Callable[[TrainResult | BaseException], None],
     ) -> None:
-        from scalelab.train import budget
 
         self.cfg, self.model_cfg, self.run, self.logger, self.hook = (
             cfg,
